@@ -1,0 +1,1 @@
+"""adahessian-bench: the harness (CLI, runner, records, reports)."""

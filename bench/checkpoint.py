@@ -1,0 +1,42 @@
+"""Per-epoch checkpoints: everything needed for a resumed run to equal an uninterrupted one."""
+
+from __future__ import annotations
+
+import random
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from bench.atomic import write_atomic
+
+CHECKPOINT_NAME = "checkpoint.pt"
+
+
+def rng_state() -> dict[str, Any]:
+    state = {"python": random.getstate(), "numpy": np.random.get_state(), "torch": torch.get_rng_state()}
+    if torch.cuda.is_available():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def restore_rng_state(state: dict[str, Any]) -> None:
+    random.setstate(state["python"])
+    np.random.set_state(state["numpy"])
+    torch.set_rng_state(state["torch"])
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+
+
+def save_checkpoint(run_dir: Path, payload: dict[str, Any]) -> None:
+    write_atomic(run_dir / CHECKPOINT_NAME, lambda f: torch.save({**payload, "rng": rng_state()}, f))
+
+
+def load_checkpoint(run_dir: Path, map_location: torch.device) -> dict[str, Any] | None:
+    path = run_dir / CHECKPOINT_NAME
+    if not path.exists():
+        return None
+    payload = torch.load(path, map_location=map_location, weights_only=False)
+    restore_rng_state(payload["rng"])
+    return payload

@@ -1,0 +1,107 @@
+"""`bench run`: check the overrides up front, then hand them to Hydra (which runs one job or a sweep)."""
+
+from __future__ import annotations
+
+import sys
+
+import hydra
+from hydra import compose, initialize_config_dir
+from hydra.core.hydra_config import HydraConfig
+from hydra.core.override_parser.overrides_parser import OverridesParser
+from hydra.errors import HydraException
+from hydra.types import RunMode
+from omegaconf import DictConfig, OmegaConf
+
+from bench.config import CONF_DIR, GROUPS, check_positive, choices
+from bench.errors import UsageError
+from bench.progress import console
+from bench.runner import Runner
+
+CHECKED_GROUPS = tuple(g for g in GROUPS if g != "recipe")
+
+
+def first_values(overrides: list[str]) -> list[str]:
+    """Validate group choices (every value of a sweep) and return one override per key for composition."""
+    try:
+        parsed = OverridesParser.create().parse_overrides(overrides)
+    except HydraException as exc:
+        raise UsageError(f"cannot parse overrides {' '.join(overrides)}: {str(exc).splitlines()[0]}") from None
+    single = []
+    for override in parsed:
+        key = override.key_or_group
+        if key.startswith("hydra"):
+            continue
+        if override.is_sweep_override():
+            values = list(override.sweep_string_iterator())
+        else:
+            values = [override.get_value_element_as_str()]
+        if key in CHECKED_GROUPS and not override.is_delete():
+            known = choices(key)
+            for value in values:
+                if value not in known and value != "null":
+                    raise UsageError(f"unknown {key} '{value}'; available: {', '.join(known)} (see `bench list`)")
+        single.append(f"{override.get_key_element()}={values[0]}" if values else override.input_line)
+    return single
+
+
+def describe_composition_error(exc: Exception, overrides: list[str]) -> str:
+    """Turn Hydra's multi-line composition error into one line that lists the valid keys."""
+    text = str(exc)
+    first = text.splitlines()[0] if text else type(exc).__name__
+    if first.startswith("Could not override '"):
+        key = first.split("'")[1]
+        parent = key.rpartition(".")[0]
+        base = compose_config([o for o in overrides if not o.lstrip("+~").startswith(key)])
+        section = OmegaConf.select(base, parent) if parent else base
+        known = ", ".join(sorted(section.keys())) if isinstance(section, DictConfig) else "?"
+        return (f"unknown config key '{key}'; {parent or 'the config'} has: {known}. "
+                f"Use +{key}=VALUE to add a key on purpose")
+    return first
+
+
+def compose_config(overrides: list[str]) -> DictConfig:
+    with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
+        return compose("config", overrides=overrides)
+
+
+def validate(overrides: list[str]) -> None:
+    single = first_values(overrides)
+    try:
+        cfg = compose_config(single)
+    except HydraException as exc:
+        raise UsageError(describe_composition_error(exc, single)) from None
+    check_positive(cfg)
+
+
+def is_multirun() -> bool:
+    return HydraConfig.get().mode == RunMode.MULTIRUN
+
+
+def job(cfg: DictConfig) -> str | None:
+    """One Hydra job: a user mistake exits 2; in a sweep a crashed run is recorded and the sweep goes on."""
+    try:
+        return Runner(cfg).run()
+    except UsageError as exc:
+        console.print(f"error: {exc}", highlight=False, markup=False, soft_wrap=True)
+        sys.exit(UsageError.exit_code)
+    except Exception as exc:
+        if not is_multirun():
+            raise
+        console.print(f"error: run failed ({type(exc).__name__}: {exc}); the sweep goes on", highlight=False,
+                      markup=False, soft_wrap=True)
+        return "failed"
+
+
+hydra_job = hydra.main(config_path=str(CONF_DIR), config_name="config", version_base="1.3")(job)
+
+
+def run_command(args: list[str]) -> int:
+    overrides = [a for a in args if "=" in a and not a.startswith("-")]
+    try:
+        validate(overrides)
+    except UsageError as exc:
+        console.print(f"error: {exc}", highlight=False, markup=False, soft_wrap=True)
+        return UsageError.exit_code
+    sys.argv = ["bench run", *args]
+    hydra_job()
+    return 0

@@ -1,0 +1,84 @@
+"""Build an optimizer from its config: `_target_` plus keyword defaults, and a few harness keys.
+
+Harness keys are not constructor arguments: `name` labels the run, `weight_decay_mode` states how
+`weight_decay` acts (validated against what the class really does, or passed to classes that offer both),
+and `hessian_warmup_epochs` becomes `hessian_warmup_steps` once the task's epoch length is known.
+"""
+
+from __future__ import annotations
+
+import inspect
+from typing import Any
+
+import torch
+from hydra.utils import get_class
+from omegaconf import DictConfig, OmegaConf
+
+from bench.errors import UsageError
+
+HARNESS_KEYS = ("name", "weight_decay_mode", "hessian_warmup_epochs")
+DECAY_MODES = ("l2", "decoupled")
+# How torch's own optimizers apply `weight_decay`; they offer no choice.
+FIXED_DECAY_MODE: dict[type, str] = {
+    torch.optim.SGD: "l2",
+    torch.optim.Adam: "l2",
+    torch.optim.Adagrad: "l2",
+    torch.optim.AdamW: "decoupled",
+}
+
+
+def accepts(cls: type, name: str) -> bool:
+    return name in inspect.signature(cls.__init__).parameters
+
+
+def constructor_kwargs(cfg: DictConfig, cls: type, steps_per_epoch: int, seed: int) -> dict[str, Any]:
+    kwargs = OmegaConf.to_container(cfg, resolve=True)
+    assert isinstance(kwargs, dict)
+    kwargs.pop("_target_")
+    for key in HARNESS_KEYS:
+        kwargs.pop(key, None)
+    mode = cfg.get("weight_decay_mode")
+    if mode is not None:
+        if mode not in DECAY_MODES:
+            raise UsageError(f"optimizer.weight_decay_mode={mode}: expected one of {', '.join(DECAY_MODES)}")
+        if accepts(cls, "weight_decay_mode"):
+            kwargs["weight_decay_mode"] = mode
+        elif FIXED_DECAY_MODE.get(cls, mode) != mode:
+            raise UsageError(f"optimizer.weight_decay_mode={mode}: {cls.__name__} applies weight_decay as "
+                             f"{FIXED_DECAY_MODE[cls]}; pick an optimizer that implements {mode} decay "
+                             "(e.g. optimizer=adamw for decoupled)")
+    warmup_epochs = cfg.get("hessian_warmup_epochs")
+    if warmup_epochs and accepts(cls, "hessian_warmup_steps"):
+        kwargs["hessian_warmup_steps"] = int(warmup_epochs) * steps_per_epoch
+    if accepts(cls, "seed"):
+        kwargs["seed"] = seed
+    if "betas" in kwargs:
+        kwargs["betas"] = tuple(kwargs["betas"])
+    return kwargs
+
+
+def build_optimizer(cfg: DictConfig, param_groups: list[dict[str, Any]], steps_per_epoch: int,
+                    seed: int) -> torch.optim.Optimizer:
+    """Instantiate `cfg._target_` on the task's parameter groups; bad values become UsageErrors."""
+    try:
+        cls = get_class(cfg._target_)
+    except Exception:
+        raise UsageError(f"optimizer._target_={cfg._target_}: cannot import that class; "
+                         "give a dotted path such as torch.optim.Adam") from None
+    kwargs = constructor_kwargs(cfg, cls, steps_per_epoch, seed)
+    try:
+        return cls(param_groups, **kwargs)
+    except (ValueError, TypeError) as exc:
+        raise UsageError(f"optimizer={cfg.name}: {exc}") from None
+
+
+def needs_hessian(optimizer: torch.optim.Optimizer, step: int) -> bool:
+    """Whether this step must keep the backward graph for a Hessian-vector product (default: no)."""
+    ask = getattr(optimizer, "needs_hessian", None)
+    return bool(ask(step)) if ask is not None else False
+
+
+def state_bytes(optimizer: torch.optim.Optimizer) -> int:
+    """Memory held by the optimizer's state tensors (moments, Hessian diagonals, ...)."""
+    return sum(v.numel() * v.element_size() for s in optimizer.state.values() for v in s.values()
+               if torch.is_tensor(v))

@@ -1,0 +1,130 @@
+"""The paper's tables: their layouts, the published numbers (results/paper/), and ours beside them."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass
+from pathlib import Path
+
+import pandas as pd
+
+from bench.recordset import label_of
+
+PAPER_CSV = Path(__file__).resolve().parents[1] / "results" / "paper" / "adahessian.csv"
+GLUE_TASKS = ("glue_rte", "glue_mrpc", "glue_stsb", "glue_sst2", "glue_qnli", "glue_qqp", "glue_mnli_m",
+              "glue_mnli_mm")
+DELAYED_TASKS = ("cifar10_resnet20", "cifar10_resnet32")
+DELAYED_EVERY = (1, 2, 3, 4, 5)
+FALLBACK_BASELINES = ("adam", "adamw", "sgd")  # for tasks the paper does not have
+
+
+@dataclass(frozen=True)
+class Layout:
+    """One paper table: rows are optimizers, columns are `tasks`, deltas are against `baseline`."""
+
+    name: str
+    title: str
+    table: str  # the `table` column of the reference CSV
+    tasks: tuple[str, ...]
+    baseline: str
+    metric: str
+    mode: str = "max"
+    average: str | None = None  # a column that is the mean of the other columns (GLUE's avg)
+
+
+# Adam, not AdamW, is the vision baseline: the paper's headline vision gaps (+1.80/+1.45/+5.55) are vs Adam.
+LAYOUTS: dict[str, Layout] = {layout.name: layout for layout in (
+    Layout("cifar10", "Table 2: CIFAR-10 top-1 (%)", "table2", DELAYED_TASKS, "adam", "top1"),
+    Layout("imagenet", "Table 2: ImageNet top-1 (%)", "table2", ("imagenet_resnet18",), "adam", "top1"),
+    Layout("nmt", "Table 3: translation BLEU", "table3", ("iwslt14_transformer", "wmt14_transformer"),
+           "adamw", "bleu"),
+    Layout("lm", "Table 4: language-model perplexity", "table4",
+           ("ptb_transformer", "wikitext103_transformer"), "adamw", "ppl", "min"),
+    Layout("glue", "Table 5: SqueezeBERT on GLUE dev", "table5", (*GLUE_TASKS, "glue_avg"), "adamw", "glue",
+           average="glue_avg"),
+    Layout("dlrm", "DLRM on Criteo: test accuracy (%) (text and Fig. 6)", "fig6", ("criteo_dlrm",), "adagrad",
+           "accuracy"),
+)}
+DELAYED = "delayed"
+# Paper table numbers as names for one or more layouts.
+ALIASES: dict[str, tuple[str, ...]] = {"table2": ("cifar10", "imagenet"), "table3": ("nmt",),
+                                       "table4": ("lm",), "table5": ("glue",), "fig6": ("dlrm",),
+                                       "table8": (DELAYED,)}
+
+
+def load_reference(path: Path = PAPER_CSV) -> pd.DataFrame:
+    """The published numbers, one row per (table, task, optimizer, metric)."""
+    return pd.read_csv(path)
+
+
+def baseline_for(task: str, labels: Iterable[str]) -> str | None:
+    """What deltas are taken against: the paper table's baseline, else the first of Adam/AdamW/SGD run."""
+    labels = set(labels)
+    for layout in LAYOUTS.values():
+        if task in layout.tasks:
+            return layout.baseline
+    return next((b for b in FALLBACK_BASELINES if b in labels), None)
+
+
+def _ordered(first: Iterable[str], more: Iterable[str]) -> list[str]:
+    return list(dict.fromkeys([*first, *sorted(more)]))
+
+
+def compare(layout: Layout, summary: pd.DataFrame, reference: pd.DataFrame) -> pd.DataFrame:
+    """One row per (optimizer, task): our mean ± std and n, the paper's value, both deltas to the baseline.
+
+    Every task of the layout is present, with NaN where nothing ran; `diff` is ours minus the paper.
+    """
+    ref = reference[(reference["table"] == layout.table) & reference["task"].isin(layout.tasks)]
+    ours = summary[summary["task"].isin(layout.tasks)]
+    optimizers = _ordered([*ref["optimizer"], layout.baseline], set(ours["label"]) - set(ref["optimizer"]))
+    grid = pd.MultiIndex.from_product([optimizers, layout.tasks], names=["optimizer", "task"])
+    mine = ours.set_index(["label", "task"]).reindex(grid)
+    out = pd.DataFrame({"n": mine["n_done"].fillna(0).astype(int), "mean": mine["mean"], "std": mine["std"]},
+                       index=grid)
+    if layout.average is not None:
+        _fill_average(out, layout.average)
+    theirs = ref.set_index(["optimizer", "task"]).reindex(grid)
+    out["paper"], out["paper_std"] = theirs["mean"], theirs["std"]
+    out["diff"] = out["mean"] - out["paper"]
+    tasks = grid.get_level_values("task")
+    for col, delta in (("mean", "delta"), ("paper", "paper_delta")):
+        out[delta] = out[col] - out.loc[layout.baseline, col].reindex(tasks).to_numpy()
+    return out.reset_index()
+
+
+def _fill_average(out: pd.DataFrame, average: str) -> None:
+    """An optimizer with no run of the average column gets the mean of its other columns, if all ran."""
+    means = out["mean"].unstack("task")
+    others = means.drop(columns=average)
+    derived = others.mean(axis=1).where(others.notna().all(axis=1))
+    for opt in means.index[means[average].isna() & derived.notna()]:
+        out.loc[(opt, average), "mean"] = derived[opt]
+
+
+def delayed(summary: pd.DataFrame, reference: pd.DataFrame) -> pd.DataFrame:
+    """Table 8: AdaHessian with the Hessian refreshed every N steps; accuracy, and cost relative to SGD/Adam.
+
+    One row per (N, task) for N = 1..5 and any other N that ran, on the paper's two tasks and every task
+    with AdaHessian runs. Cost ratios divide mean seconds per step over completed runs of the same task.
+    """
+    ada = summary[summary["optimizer"] == "adahessian"]
+    every = sorted(set(DELAYED_EVERY) | set(ada["update_each"]))
+    tasks = _ordered(DELAYED_TASKS, set(ada["task"]) - set(DELAYED_TASKS))
+    out = pd.DataFrame([(n, task) for n in every for task in tasks], columns=["every", "task"])
+    labels = [label_of("adahessian", n) for n in out["every"]]
+    by_label = summary.set_index(["task", "label"])
+    mine = by_label.reindex(list(zip(out["task"], labels, strict=True)))
+    out["metric"] = mine["metric"].fillna("top1").to_numpy()
+    out["n"] = mine["n_done"].fillna(0).astype(int).to_numpy()
+    for col in ("mean", "std", "hvp_count"):
+        out[col] = mine[col].to_numpy()
+    for first_order, col in (("sgd", "x_sgd"), ("adam", "x_adam")):
+        base = by_label["s_per_step"].reindex([(t, first_order) for t in out["task"]])
+        out[col] = mine["s_per_step"].to_numpy() / base.to_numpy()
+    ref = reference[reference["table"] == "table8"].set_index(["task", "optimizer", "metric"])["mean"]
+    for metric, col in (("top1", "paper"), ("cost_x_sgd", "paper_x_sgd"), ("cost_x_adam", "paper_x_adam")):
+        keys = [(t, f"adahessian@{n}", metric) for t, n in zip(out["task"], out["every"], strict=True)]
+        out[col] = ref.reindex(keys).to_numpy()
+    out["diff"] = out["mean"] - out["paper"]
+    return out

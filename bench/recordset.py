@@ -1,0 +1,109 @@
+"""Run records as pandas frames: one row per run, one row per eval, so reports never walk JSON by hand."""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from bench.errors import UsageError
+
+RECORD_FILE = "record.json"  # the name bench.records writes; not imported, to keep torch out of reports
+SCHEMA = 1
+
+
+@dataclass(frozen=True)
+class RecordSet:
+    """`runs`: one row per run (index `rid`); `history`: one row per eval, keyed by `rid`."""
+
+    root: Path
+    runs: pd.DataFrame
+    history: pd.DataFrame
+
+
+def label_of(optimizer: str, update_each: int) -> str:
+    """The optimizer as reports name it: `adahessian@2` when the Hessian is refreshed every 2 steps."""
+    return f"{optimizer}@{update_each}" if update_each > 1 else optimizer
+
+
+def _number(value: Any) -> float:
+    return float(value) if isinstance(value, (int, float)) and not isinstance(value, bool) else math.nan
+
+
+def _run_row(rec: dict[str, Any], path: Path) -> dict[str, Any]:
+    config = rec.get("config") or {}
+    task_cfg, opt_cfg = config.get("task") or {}, config.get("optimizer") or {}
+    update_each = int(opt_cfg.get("update_each") or 1)
+    metric, cost = rec.get("metric") or {}, rec.get("cost") or {}
+    return {
+        "study": rec.get("study", path.parent.parent.name),
+        "run_id": rec.get("run_id", path.parent.name),
+        "task": rec["task"],
+        "optimizer": rec["optimizer"],
+        "update_each": update_each,
+        "label": label_of(rec["optimizer"], update_each),
+        "seed": int(rec["seed"]),
+        "status": rec["status"],
+        "error": rec.get("error") or "",
+        "metric": metric.get("name", ""),
+        "mode": metric.get("mode", "max"),
+        "final": _number(metric.get("final")),
+        "best": _number(metric.get("best")),
+        "steps": _number(cost.get("steps")),
+        "wall_s": _number(cost.get("wall_s")),
+        "s_per_step": _number(cost.get("s_per_step")),
+        "hvp_count": _number(cost.get("hvp_count")),
+        "target": _number(task_cfg.get("target")),
+        "path": str(path),
+    }
+
+
+def _history_rows(rid: int, rec: dict[str, Any]) -> list[dict[str, Any]]:
+    name = (rec.get("metric") or {}).get("name", "")
+    return [
+        {
+            "rid": rid,
+            "step": _number(h.get("step")),
+            "epoch": _number(h.get("epoch")),
+            "train_loss": _number(h.get("train_loss")),
+            "value": _number((h.get("metrics") or {}).get(name)),
+            "wall_s": _number(h.get("wall_s")),
+        }
+        for h in rec.get("history") or []
+    ]
+
+
+def _read(path: Path) -> dict[str, Any]:
+    try:
+        rec = json.loads(path.read_text())
+    except (OSError, json.JSONDecodeError) as exc:
+        raise UsageError(f"{path}: unreadable run record ({exc}); delete the run folder or rerun") from None
+    if not isinstance(rec, dict) or rec.get("schema") != SCHEMA:
+        found = rec.get("schema") if isinstance(rec, dict) else type(rec).__name__
+        raise UsageError(f"{path}: record schema {found!r}, this bench reads schema {SCHEMA}; rerun the run")
+    missing = [k for k in ("task", "optimizer", "seed", "status") if rec.get(k) is None]
+    if missing:
+        raise UsageError(f"{path}: record lacks {', '.join(missing)}; rerun the run")
+    return rec
+
+
+def load(path: str | Path) -> RecordSet:
+    """Read every record.json under `path` (a runs folder, one study, or one run)."""
+    root = Path(path)
+    if not root.exists():
+        raise UsageError(f"{root}: no such folder; pass a runs folder (e.g. results/runs) or one study in it")
+    files = [root] if root.is_file() else sorted(root.rglob(RECORD_FILE))
+    if not files:
+        raise UsageError(f"{root}: no {RECORD_FILE} found; run `bench run ...` first or pass another folder")
+    run_rows, history_rows = [], []
+    for rid, file in enumerate(files):
+        rec = _read(file)
+        run_rows.append(_run_row(rec, file))
+        history_rows.extend(_history_rows(rid, rec))
+    runs = pd.DataFrame(run_rows).rename_axis("rid")
+    history = pd.DataFrame(history_rows, columns=["rid", "step", "epoch", "train_loss", "value", "wall_s"])
+    return RecordSet(root=root, runs=runs, history=history)

@@ -1,0 +1,300 @@
+"""One run: build the task, model and optimizer, resume if a checkpoint exists, train, evaluate, record.
+
+The loop asks the optimizer what each step needs (`needs_hessian`), so Hessian-free steps cost a plain
+backward. Every outcome is written to the run record; a result that did not happen is never claimed.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import random
+import resource
+import time
+import warnings
+from dataclasses import asdict, dataclass, field
+from itertools import islice
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from hydra.utils import get_class
+from omegaconf import DictConfig, OmegaConf
+from torch.nn.attention import SDPBackend, sdpa_kernel
+
+from bench.checkpoint import load_checkpoint, save_checkpoint
+from bench.config import check_positive
+from bench.distributed import Distributed
+from bench.errors import UsageError
+from bench.loggers import MetricsLog
+from bench.optim_factory import build_optimizer, needs_hessian, state_bytes
+from bench.progress import TrainProgress
+from bench.records import SCHEMA, environment, now, read_record, run_id_of, write_record
+from bench.schedules import Schedule
+from tasks.base import Task
+
+# The cycle this warning is about is broken by the optimizer's `update_hessian`, which detaches p.grad.
+warnings.filterwarnings("ignore", message=r"Using backward\(\) with create_graph=True")
+FINAL_STATUSES = ("completed", "diverged")
+
+
+class Diverged(Exception):
+    """The loss became NaN or infinite: the run ends and the record says `diverged`."""
+
+
+@dataclass
+class TrainState:
+    """Progress that a checkpoint carries, so a resumed run continues the same trajectory."""
+
+    step: int = 0
+    wall_s: float = 0.0
+    history: list[dict[str, Any]] = field(default_factory=list)
+
+
+def resolve_device(name: str, local_rank: int = 0) -> torch.device:
+    if name == "cuda" and not torch.cuda.is_available():
+        raise UsageError("trainer.device=cuda: no CUDA device is visible; use trainer.device=cpu or auto")
+    if name == "cpu" or not torch.cuda.is_available():
+        return torch.device("cpu")
+    return torch.device("cuda", local_rank)
+
+
+def seed_everything(seed: int, deterministic: bool) -> None:
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+    if deterministic:
+        os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
+        torch.use_deterministic_algorithms(True)
+        torch.backends.cudnn.benchmark = False
+
+
+def build_task(cfg: DictConfig, device: torch.device, dist: Distributed) -> Task:
+    """Instantiate the task; a missing or malformed dataset becomes a one-line UsageError."""
+    kwargs = OmegaConf.to_container(cfg.task, resolve=True)
+    assert isinstance(kwargs, dict)
+    cls = get_class(kwargs.pop("_target_"))
+    for key in ("name", "target"):
+        kwargs.pop(key, None)
+    try:
+        return cls(**kwargs, device=device, batch_size=cfg.trainer.batch_size,
+                   eval_batch_size=cfg.trainer.eval_batch_size, seed=cfg.seed, rank=dist.rank,
+                   world_size=dist.world_size)
+    except ValueError as exc:
+        raise UsageError(str(exc)) from None
+
+
+def autocast(device: torch.device, amp: str) -> contextlib.AbstractContextManager:
+    if amp == "none":
+        return contextlib.nullcontext()
+    dtype = torch.bfloat16 if amp == "bf16" else torch.float16
+    return torch.autocast(device.type, dtype=dtype)
+
+
+def peak_memory_bytes(device: torch.device) -> int:
+    """CUDA: the allocator's peak. CPU: the process's peak resident set (Linux reports KiB)."""
+    if device.type == "cuda":
+        return torch.cuda.max_memory_allocated(device)
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+
+
+class Runner:
+    """Owns one run's objects and writes its record; `run()` returns the final status."""
+
+    def __init__(self, cfg: DictConfig, dist: Distributed | None = None) -> None:
+        check_positive(cfg)
+        self.cfg = cfg
+        self.dist = dist or Distributed.single()
+        self.run_id = run_id_of(cfg)
+        self.run_dir = Path(cfg.paths.runs) / cfg.study / self.run_id
+        self.label = f"{cfg.task.name}/{cfg.optimizer.name}/seed{cfg.seed}"
+        self.device = resolve_device(cfg.trainer.device, self.dist.local_rank)
+        if cfg.trainer.amp == "fp16" and self.device.type != "cuda":
+            raise UsageError("trainer.amp=fp16 needs CUDA; use trainer.amp=bf16 or none on CPU")
+
+    def previous_status(self) -> str | None:
+        record = read_record(self.run_dir / "record.json")
+        return record.get("status") if record else None
+
+    def run(self) -> str:
+        cfg = self.cfg
+        previous = self.previous_status()
+        if previous in FINAL_STATUSES and not cfg.force:
+            self.dist.print(f"skip {self.label}: run {self.run_id} is already {previous} "
+                            f"in {self.run_dir} (force=true reruns it)")
+            return previous
+        seed_everything(cfg.seed, cfg.trainer.deterministic)
+        task = build_task(cfg, self.device, self.dist)
+        model = self.dist.prepare_model(task.build_model().to(self.device), cfg.trainer.sync_bn)
+        steps_per_epoch = task.steps_per_epoch()
+        if steps_per_epoch < 1:
+            raise UsageError(f"trainer.batch_size={cfg.trainer.batch_size}: larger than the training set; "
+                             "lower it")
+        optimizer = build_optimizer(cfg.optimizer, task.param_groups(self.dist.unwrap(model)),
+                                    steps_per_epoch, seed=cfg.seed + 1_000_003 * self.dist.rank)
+        self.dist.attach(optimizer)
+        if cfg.trainer.amp == "fp16" and hasattr(optimizer, "needs_hessian"):
+            raise UsageError(f"trainer.amp=fp16 with optimizer={cfg.optimizer.name}: loss scaling would "
+                             "scale the Hessian estimate; use trainer.amp=bf16")
+        schedule = Schedule(optimizer, cfg.trainer.schedule, cfg.trainer.epochs, steps_per_epoch,
+                            task.metric.mode)
+        state = TrainState()
+        checkpoint = None if cfg.force else load_checkpoint(self.run_dir, self.device)
+        if checkpoint is not None:
+            self.dist.unwrap(model).load_state_dict(checkpoint["model"])
+            optimizer.load_state_dict(checkpoint["optimizer"])
+            schedule.load_state_dict(checkpoint["schedule"])
+            state = TrainState(**checkpoint["state"])
+            self.dist.print(f"resume {self.label} from step {state.step} ({self.run_dir})")
+        if cfg.force and self.dist.is_main:
+            (self.run_dir / "checkpoint.pt").unlink(missing_ok=True)
+        record = self.new_record(task, resumed=checkpoint is not None)
+        log = MetricsLog(self.run_dir, cfg, self.run_id, resumed=checkpoint is not None) if self.dist.is_main else None
+        self.write(record)
+        try:
+            self.train(task, model, optimizer, schedule, state, steps_per_epoch, record, log)
+            record["status"] = "completed"
+        except Diverged as exc:
+            record.update(status="diverged", error=str(exc))
+        except KeyboardInterrupt:
+            record.update(status="failed", error="interrupted; rerun the same command to resume from the "
+                                                  "last checkpoint")
+            raise
+        except BaseException as exc:
+            record.update(status="failed", error=f"{type(exc).__name__}: {exc}")
+            raise
+        finally:
+            self.finish(record, task, optimizer, state, log)
+        return record["status"]
+
+    def train(self, task: Task, model: torch.nn.Module, optimizer: torch.optim.Optimizer, schedule: Schedule,
+              state: TrainState, steps_per_epoch: int, record: dict[str, Any], log: MetricsLog | None) -> None:
+        cfg = self.cfg.trainer
+        scaler = torch.amp.GradScaler("cuda") if cfg.amp == "fp16" else None
+        total = cfg.epochs * steps_per_epoch
+        model.train()
+        with TrainProgress(cfg.progress if self.dist.is_main else False, total, state.step, self.label) as bar:
+            while state.step < total:
+                epoch, done_in_epoch = divmod(state.step, steps_per_epoch)
+                loss_sum = torch.zeros((), device=self.device)
+                items = 0
+                start = time.perf_counter()
+                for batch in islice(task.train_batches(epoch), done_in_epoch, None):
+                    loss, n = self.train_step(task, model, optimizer, batch, state.step, scaler)
+                    schedule.after_step()
+                    loss_sum += loss * n
+                    items += n
+                    state.step += 1
+                    elapsed = time.perf_counter() - start
+                    bar.update(1, loss.item(), optimizer.param_groups[0]["lr"],
+                               items * self.dist.world_size / max(elapsed, 1e-9))
+                state.wall_s += time.perf_counter() - start
+                self.end_epoch(task, model, optimizer, schedule, state, epoch + 1, loss_sum, items, record, log, bar)
+
+    def train_step(self, task: Task, model: torch.nn.Module, optimizer: torch.optim.Optimizer, batch: Any,
+                   step: int, scaler: torch.amp.GradScaler | None) -> tuple[torch.Tensor, int]:
+        """Forward, backward (keeping the graph only when the optimizer needs a Hessian estimate), update."""
+        hessian = needs_hessian(optimizer, step)
+        # Fused SDPA kernels have no double backward; the math kernel does (DESIGN.md, Attention).
+        kernels = sdpa_kernel(SDPBackend.MATH) if hessian else contextlib.nullcontext()
+        with kernels, autocast(self.device, self.cfg.trainer.amp), self.dist.no_sync(model, hessian):
+            loss, n = task.loss(model, batch)
+        if not torch.isfinite(loss):
+            raise Diverged(f"loss became {loss.item()} at step {step}")
+        if scaler is not None:
+            scaler.scale(loss).backward()
+            scaler.unscale_(optimizer)
+        else:
+            loss.backward(create_graph=hessian)
+        if hessian:
+            optimizer.update_hessian()
+        self.dist.after_backward(model, hessian)
+        if self.cfg.trainer.grad_clip > 0:
+            torch.nn.utils.clip_grad_norm_(model.parameters(), self.cfg.trainer.grad_clip)
+        if scaler is not None:
+            scaler.step(optimizer)
+            scaler.update()
+        else:
+            optimizer.step()
+        optimizer.zero_grad(set_to_none=True)
+        return loss.detach().float(), n
+
+    def end_epoch(self, task: Task, model: torch.nn.Module, optimizer: torch.optim.Optimizer,
+                  schedule: Schedule, state: TrainState, epoch: int, loss_sum: torch.Tensor, items: int,
+                  record: dict[str, Any], log: MetricsLog | None, bar: TrainProgress) -> None:
+        """Evaluate, append to the history, step a plateau schedule, checkpoint."""
+        train_loss = self.dist.mean(loss_sum / max(items, 1))
+        model.eval()
+        with torch.no_grad(), autocast(self.device, self.cfg.trainer.amp):
+            metrics = self.dist.broadcast_metrics(lambda: task.evaluate(self.dist.unwrap(model)))
+        model.train()
+        name = task.metric.name
+        if not np.isfinite(metrics[name]):
+            raise Diverged(f"{name} became {metrics[name]} at epoch {epoch}")
+        row = {"step": state.step, "epoch": epoch, "train_loss": train_loss, "metrics": metrics,
+               "lr": optimizer.param_groups[0]["lr"], "wall_s": round(state.wall_s, 4)}
+        state.history.append(row)
+        schedule.after_eval(metrics[name])
+        bar.epoch_done(epoch, self.cfg.trainer.epochs, train_loss, name, metrics[name], row["lr"])
+        self.update_metric(record, task, state)
+        record["history"] = state.history
+        if log is not None:
+            log.log(row)
+        if self.cfg.trainer.checkpoint and self.dist.is_main:
+            save_checkpoint(self.run_dir, {
+                "model": self.dist.unwrap(model).state_dict(), "optimizer": optimizer.state_dict(),
+                "schedule": schedule.state_dict(), "state": asdict(state)})
+        self.write(record)
+
+    def new_record(self, task: Task, resumed: bool) -> dict[str, Any]:
+        cfg = self.cfg
+        previous = read_record(self.run_dir / "record.json") if resumed else None
+        return {
+            "schema": SCHEMA, "run_id": self.run_id, "study": cfg.study, "task": cfg.task.name,
+            "optimizer": cfg.optimizer.name, "seed": cfg.seed, "status": "running", "error": None,
+            "metric": {"name": task.metric.name, "mode": task.metric.mode, "final": None, "best": None,
+                       "best_step": None},
+            "history": [],
+            "cost": {"steps": 0, "wall_s": 0.0, "s_per_step": None, "hvp_count": 0, "peak_mem_bytes": None,
+                     "optimizer_state_bytes": None},
+            "env": environment(self.device, self.dist.world_size) | {"hessian_reduction": self.dist.describe()},
+            "config": OmegaConf.to_container(cfg, resolve=True),
+            "started_at": previous["started_at"] if previous else now(),
+            "finished_at": None,
+            "resumed": (previous or {}).get("resumed", 0) + int(resumed),
+        }
+
+    @staticmethod
+    def update_metric(record: dict[str, Any], task: Task, state: TrainState) -> None:
+        name = task.metric.name
+        best = None
+        for row in state.history:
+            if best is None or task.metric.better(row["metrics"][name], best["metrics"][name]):
+                best = row
+        record["metric"].update(final=state.history[-1]["metrics"][name], best=best["metrics"][name],
+                                best_step=best["step"])
+
+    def finish(self, record: dict[str, Any], task: Task, optimizer: torch.optim.Optimizer, state: TrainState,
+               log: MetricsLog | None) -> None:
+        record["history"] = state.history
+        record["cost"] = {
+            "steps": state.step,
+            "wall_s": round(state.wall_s, 4),
+            "s_per_step": state.wall_s / state.step if state.step else None,
+            "hvp_count": int(getattr(optimizer, "hvp_count", 0)),
+            "peak_mem_bytes": peak_memory_bytes(self.device),
+            "optimizer_state_bytes": state_bytes(optimizer),
+        }
+        record["finished_at"] = now()
+        self.write(record)
+        if log is not None:
+            log.close(record["status"])
+        if self.dist.is_main:
+            outcome = record["status"] if record["status"] != "completed" else (
+                f"completed: {task.metric.name} {record['metric']['final']:.2f}")
+            self.dist.print(f"{self.label} {outcome} -> {self.run_dir / 'record.json'}")
+
+    def write(self, record: dict[str, Any]) -> None:
+        if self.dist.is_main:
+            write_record(self.run_dir, record)

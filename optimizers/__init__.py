@@ -1,0 +1,9 @@
+"""Optimizers as plain ``torch.optim.Optimizer`` subclasses, and the curvature estimators they share.
+
+Usable without the harness: ``from optimizers import AdaHessian``. Never imports ``bench``.
+"""
+
+from optimizers.adahessian import AdaHessian
+from optimizers.hutchinson import HutchinsonEstimator, smooth_
+
+__all__ = ["AdaHessian", "HutchinsonEstimator", "smooth_"]
