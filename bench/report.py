@@ -1,0 +1,357 @@
+"""`bench report`: turn run records into the summary, the paper's tables beside ours, and plots."""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import html
+import io
+import math
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pandas as pd
+
+from bench import paper, plots, stats
+from bench.recordset import RecordSet, load
+
+FORMATS = ("md", "latex", "csv", "html")
+SECTIONS = ("summary", "runs", "paired", *paper.LAYOUTS, paper.DELAYED)
+TABLES = (*SECTIONS, *paper.ALIASES, "all")
+# metric or quantity -> (unit, decimals); anything else prints 4 significant digits
+DISPLAY = {"top1": ("%", 2), "accuracy": ("%", 3), "glue": ("", 2), "glue_avg": ("", 2), "bleu": ("", 2),
+           "ppl": ("", 2), "logloss": ("", 4), "auc": ("", 4),
+           "steps": ("", 0), "hvp": ("", 0), "s": ("", 1), "ratio": ("", 2)}
+MAX_ERROR_NOTES = 10
+
+
+@dataclass
+class Section:
+    """One titled table; `align` has an l or r per column (default: first left, the rest right)."""
+
+    title: str
+    columns: list[str]
+    rows: list[list[str]]
+    notes: list[str] = field(default_factory=list)
+    align: str = ""
+
+    def __post_init__(self) -> None:
+        self.align = self.align or "l" + "r" * (len(self.columns) - 1)
+
+
+# ---- numbers as text ----------------------------------------------------------------------------------
+
+def _nan(x: float | None) -> bool:
+    return x is None or (isinstance(x, float) and math.isnan(x))
+
+
+def num(x: float | None, metric: str = "", signed: bool = False) -> str:
+    """A metric value as the paper prints it ("–" when there is none)."""
+    if _nan(x):
+        return "–"
+    decimals = DISPLAY.get(metric, ("", None))[1]
+    sign = "+" if signed else ""
+    return f"{x:{sign}.{decimals}f}" if decimals is not None else f"{x:{sign}.4g}"
+
+
+def metric_header(name: str, mode: str) -> str:
+    unit = DISPLAY.get(name, ("", 0))[0]
+    return f"{name}{' ' + unit if unit else ''} {'↑' if mode == 'max' else '↓'}"
+
+
+def mean_std(mean: float, std: float, metric: str) -> str:
+    return num(mean, metric) + ("" if _nan(std) else f" ± {num(std, metric)}")
+
+
+def beside_paper(ours: str, paper_value: float, diff: float, metric: str, signed: bool = False) -> str:
+    """`ours; paper P; diff D`, the paper's parts only where it has a value."""
+    if _nan(paper_value):
+        return ours
+    parts = [ours, f"paper {num(paper_value, metric, signed)}"]
+    if not _nan(diff):
+        parts.append(f"diff {num(diff, metric, signed=True)}")
+    return "; ".join(parts)
+
+
+# ---- sections -----------------------------------------------------------------------------------------
+
+def _target_cell(row: pd.Series) -> str:
+    if not row["has_target"] or row["n_done"] == 0:
+        return "–"
+    reached = f"({row['n_reached']}/{row['n_done']})"
+    if row["n_reached"] == 0:
+        return f"not reached {reached}"
+    return f"{row['steps_to_target']:.0f} steps, {row['s_to_target']:.1f} s {reached}"
+
+
+def summary_section(rs: RecordSet, summary: pd.DataFrame) -> Section:
+    """Per task and optimizer: completed runs, final metric over seeds, cost, and every run that did not finish."""
+    columns = ["task", "optimizer", "metric", "done", "final", "s/step", "HVPs", "to target", "diverged", "failed"]
+    running = bool(summary["n_running"].any())  # a column only while a study is still going
+    rows = [[r["task"], r["label"], metric_header(r["metric"], r["mode"]), str(r["n_done"]),
+             mean_std(r["mean"], r["std"], r["metric"]), num(r["s_per_step"]), num(r["hvp_count"], "hvp"),
+             _target_cell(r), str(r["n_diverged"]), str(r["n_failed"]), *([str(r["n_running"])] * running)]
+            for _, r in summary.iterrows()]
+    studies = ", ".join(sorted(set(rs.runs["study"])))
+    notes = [f"{len(rs.runs)} runs under {rs.root} (studies: {studies}). Final metric: mean ± sample std "
+             "over completed seeds. To target: median over completed runs that reached config.task.target."]
+    bad = rs.runs[rs.runs["status"].isin(["diverged", "failed"])].sort_values(["task", "label", "seed"])
+    notes += [f"{r.status}: {r.task} {r.label} seed {r.seed}: {r.error or 'no error recorded'}"
+              for r in bad.head(MAX_ERROR_NOTES).itertuples()]
+    if len(bad) > MAX_ERROR_NOTES:
+        notes.append(f"... and {len(bad) - MAX_ERROR_NOTES} more; see --table runs")
+    return Section("Summary", columns + ["running"] * running, rows, notes, align="lll" + "r" * (7 + running))
+
+
+def runs_section(rs: RecordSet, ttt: pd.DataFrame) -> Section:
+    """Every run on its own line, with its time to target."""
+    df = rs.runs.join(ttt).sort_values(["task", "label", "seed", "study"])
+    rows = [[r.study, r.task, r.label, str(r.seed), r.status, num(r.final, r.metric), num(r.best, r.metric),
+             num(r.steps, "steps"), num(r.s_per_step), num(r.hvp_count, "hvp"), num(r.target, r.metric),
+             num(r.steps_to_target, "steps"), num(r.s_to_target, "s"), r.error[:80]]
+            for r in df.itertuples()]
+    return Section("Runs", ["study", "task", "optimizer", "seed", "status", "final", "best", "steps", "s/step",
+                            "HVPs", "target", "steps to target", "s to target", "error"], rows,
+                   ["to target: first eval at or beyond config.task.target (– when none set or not reached)."],
+                   align="llllrlrrrrrrrl")
+
+
+def paired_section(runs: pd.DataFrame, summary: pd.DataFrame, tasks: tuple[str, ...] | None = None) -> Section:
+    """Each optimizer minus its task's baseline, paired by seed, with a bootstrap 95% interval."""
+    rows = []
+    for task, group in summary.groupby("task", sort=True):
+        if tasks is not None and task not in tasks:
+            continue
+        done = group[group["n_done"] > 0]
+        base = paper.baseline_for(task, done["label"])
+        metric = group["metric"].iloc[0]
+        for label in done["label"]:
+            if base is None or label == base or base not in set(done["label"]):
+                continue
+            p = stats.paired(runs, task, label, base)
+            ci = "–" if _nan(p.lo) else f"[{num(p.lo, metric, True)}, {num(p.hi, metric, True)}]"
+            rows.append([task, f"{label} − {base}", str(p.n), num(p.mean, metric, signed=True), ci])
+    notes = [f"Final metric, runs paired by seed. 95% CI: bootstrap percentile, {stats.BOOTSTRAP_RESAMPLES} "
+             f"resamples, RNG seed {stats.BOOTSTRAP_SEED}; needs 2 pairs. Lower is better for ppl and logloss."]
+    if not rows:
+        notes.append("No task has completed runs of both its baseline and another optimizer.")
+    return Section("Paired by seed: optimizer − baseline", ["task", "comparison", "pairs", "mean diff",
+                                                             "95% CI"], rows, notes, align="llrrr")
+
+
+def layout_section(layout: paper.Layout, summary: pd.DataFrame, reference: pd.DataFrame) -> Section:
+    """A paper table with ours beside it: rows optimizers, columns tasks, plus a Δ-to-baseline per task."""
+    cmp = paper.compare(layout, summary, reference).set_index(["optimizer", "task"])
+    m = layout.metric
+    columns = ["optimizer"]
+    for task in layout.tasks:
+        columns += [task, f"{task}: Δ vs {layout.baseline}"]
+    rows = []
+    for opt in cmp.index.get_level_values("optimizer").unique():
+        row = [opt]
+        for task in layout.tasks:
+            c = cmp.loc[(opt, task)]
+            ours = mean_std(c["mean"], c["std"], m) + (f" (n={c['n']:.0f})" if c["n"] else "")
+            row.append(beside_paper(ours, c["paper"], c["diff"], m))
+            delta = "" if opt == layout.baseline else beside_paper(num(c["delta"], m, True), c["paper_delta"],
+                                                                    math.nan, m, signed=True)
+            row.append(delta)
+        rows.append(row)
+    ref = reference[(reference["table"] == layout.table) & reference["task"].isin(layout.tasks)]
+    sources = "; ".join(dict.fromkeys(ref["source"]))
+    notes = [f"Cells: ours mean ± std over completed seeds (n runs); paper value; diff = ours − paper. "
+             f"Δ: optimizer − {layout.baseline}, ours then the paper's. Metric: {metric_header(m, layout.mode)}.",
+             f"Source: {sources}."]
+    if layout.average:
+        notes.append(f"{layout.average} with no runs of its own: mean of the other columns when all ran.")
+    return Section(layout.title, columns, rows, notes)
+
+
+def delayed_section(summary: pd.DataFrame, reference: pd.DataFrame) -> Section:
+    """Table 8's cost layout: Hessian every N steps; accuracy, s/step relative to SGD and Adam, HVP count."""
+    df = paper.delayed(summary, reference)
+    tasks = list(dict.fromkeys(df["task"]))
+    columns = ["Hessian every"]
+    for task in tasks:
+        metric = df.loc[df["task"] == task, "metric"].iloc[0]
+        columns += [f"{task} {metric}", f"{task} ×SGD", f"{task} ×Adam", f"{task} HVPs"]
+    rows = []
+    for n, group in df.groupby("every", sort=True):
+        row = [str(n)]
+        for c in group.itertuples():
+            ours = mean_std(c.mean, c.std, c.metric) + (f" (n={c.n})" if c.n else "")
+            row += [beside_paper(ours, c.paper, c.diff, c.metric),
+                    beside_paper(num(c.x_sgd, "ratio"), c.paper_x_sgd, math.nan, "ratio"),
+                    beside_paper(num(c.x_adam, "ratio"), c.paper_x_adam, math.nan, "ratio"),
+                    num(c.hvp_count, "hvp")]
+        rows.append(row)
+    notes = ["Rows: adahessian runs with config.optimizer.update_each = N. ×SGD/×Adam: mean s/step over "
+             "mean s/step of SGD/Adam on the same task (completed runs). HVPs: mean Hessian-vector products "
+             "per run. Paper: arXiv 2006.00719v2 Table 8 (cost relative to SGD/Adam)."]
+    return Section("Table 8: delayed Hessian update, accuracy and cost", columns, rows, notes)
+
+
+def build(rs: RecordSet, table: str | None) -> list[Section]:
+    """The sections `--table` asks for; no table means the summary (and paired deltas where there are any)."""
+    ttt = stats.time_to_target(rs.runs, rs.history)
+    summary = stats.summarize(rs.runs, ttt)
+    reference = paper.load_reference()
+    if table is None:
+        paired = paired_section(rs.runs, summary)
+        return [summary_section(rs, summary), *([paired] if paired.rows else [])]
+    names = SECTIONS if table == "all" else paper.ALIASES.get(table, (table,))
+    sections = []
+    for name in names:
+        if name == "summary":
+            sections.append(summary_section(rs, summary))
+        elif name == "runs":
+            sections.append(runs_section(rs, ttt))
+        elif name == "paired":
+            sections.append(paired_section(rs.runs, summary))
+        elif name == paper.DELAYED:
+            sections.append(delayed_section(summary, reference))
+        else:
+            layout = paper.LAYOUTS[name]
+            sections.append(layout_section(layout, summary, reference))
+            paired = paired_section(rs.runs, summary, layout.tasks)
+            if table != "all" and paired.rows:
+                sections.append(paired)
+    return sections
+
+
+# ---- rendering ----------------------------------------------------------------------------------------
+
+def _markdown_table(s: Section) -> list[str]:
+    cells = [[c.replace("|", "\\|") for c in row] for row in [s.columns, *s.rows]]
+    widths = [max(len(row[i]) for row in cells) for i in range(len(s.columns))]
+    spec = list(zip(widths, s.align, strict=True))
+
+    def line(row: list[str]) -> str:
+        padded = (c.ljust(w) if a == "l" else c.rjust(w) for c, (w, a) in zip(row, spec, strict=True))
+        return "| " + " | ".join(padded) + " |"
+
+    rule = "|" + "|".join(":" + "-" * (w + 1) if a == "l" else "-" * (w + 1) + ":" for w, a in spec) + "|"
+    notes = [*s.notes, ""] if s.notes else []
+    return [f"### {s.title}", "", line(cells[0]), rule, *map(line, cells[1:]), "", *notes]
+
+
+def to_markdown(sections: list[Section]) -> str:
+    """Pipe tables, padded so they also read well as plain text."""
+    return "\n".join(line for s in sections for line in _markdown_table(s)) + "\n"
+
+
+_TEX = {"\\": r"\textbackslash{}", "&": r"\&", "%": r"\%", "$": r"\$", "#": r"\#", "_": r"\_", "{": r"\{",
+        "}": r"\}", "~": r"\textasciitilde{}", "^": r"\textasciicircum{}", "±": r"$\pm$", "Δ": r"$\Delta$",
+        "–": "--", "−": "-", "×": r"$\times$", "↑": r"$\uparrow$", "↓": r"$\downarrow$"}
+
+
+def tex(text: str) -> str:
+    return "".join(_TEX.get(ch, ch) for ch in text)
+
+
+def to_latex(sections: list[Section]) -> str:
+    """One table environment per section; plain tabular with \\hline, so it needs no extra packages."""
+    out = []
+    for s in sections:
+        body = [" & ".join(map(tex, row)) + r" \\" for row in s.rows]
+        out += [r"\begin{table}[ht]", r"\centering", rf"\caption{{{tex(s.title)}}}",
+                rf"\begin{{tabular}}{{{s.align}}}", r"\hline", " & ".join(map(tex, s.columns)) + r" \\",
+                r"\hline", *body, r"\hline", r"\end{tabular}"]
+        out += [rf"\par{{\footnotesize {tex(note)}}}" for note in s.notes]
+        out += [r"\end{table}", ""]
+    return "\n".join(out) + "\n"
+
+
+def to_csv(sections: list[Section]) -> str:
+    """Each section: a `# title` line, the header, the rows, `# note` lines, then a blank line."""
+    buf = io.StringIO()
+    writer = csv.writer(buf, lineterminator="\n")
+    for s in sections:
+        writer.writerow([f"# {s.title}"])
+        writer.writerows([s.columns, *s.rows])
+        writer.writerows([[f"# {note}"] for note in s.notes])
+        buf.write("\n")
+    return buf.getvalue()
+
+
+def _html_row(row: list[str], tag: str, align: str) -> str:
+    cells = "".join(f'<{tag} class="{a}">{html.escape(c)}</{tag}>' for c, a in zip(row, align, strict=True))
+    return f"<tr>{cells}</tr>"
+
+
+def to_html(sections: list[Section]) -> str:
+    """A standalone page, one table per section."""
+    out = ["<!DOCTYPE html>", '<html><head><meta charset="utf-8"><title>bench report</title>',
+           "<style>body{font-family:sans-serif}table{border-collapse:collapse;margin-bottom:.5em}"
+           "th,td{border:1px solid #ccc;padding:2px 8px}.l{text-align:left}.r{text-align:right}"
+           "p.note{color:#555;font-size:90%}</style></head><body>"]
+    for s in sections:
+        out += [f"<h3>{html.escape(s.title)}</h3>", "<table>",
+                f"<thead>{_html_row(s.columns, 'th', s.align)}</thead>", "<tbody>",
+                *(_html_row(r, "td", s.align) for r in s.rows), "</tbody></table>"]
+        out += [f'<p class="note">{html.escape(n)}</p>' for n in s.notes]
+    out.append("</body></html>")
+    return "\n".join(out) + "\n"
+
+
+RENDERERS = {"md": to_markdown, "latex": to_latex, "csv": to_csv, "html": to_html}
+
+
+def print_rich(sections: list[Section]) -> None:
+    """The terminal view of the markdown format."""
+    from rich import box
+    from rich.console import Console
+    from rich.markup import escape
+    from rich.table import Table
+
+    console = Console(highlight=False)
+    for s in sections:
+        table = Table(title=escape(s.title), title_justify="left", title_style="bold", box=box.SIMPLE_HEAD,
+                      pad_edge=False)
+        for i, (col, a) in enumerate(zip(s.columns, s.align, strict=True)):
+            table.add_column(escape(col), justify="left" if a == "l" else "right", no_wrap=i < 2)
+        for row in s.rows:
+            table.add_row(*map(escape, row))
+        console.print(table)
+        for note in s.notes:
+            console.print(escape(note), style="dim")
+        console.print()
+
+
+def emit(sections: list[Section], fmt: str = "md", out: str | None = None) -> None:
+    """Write to `out`, or to stdout: a rich table on a terminal when the format is markdown."""
+    if out is not None:
+        Path(out).parent.mkdir(parents=True, exist_ok=True)
+        Path(out).write_text(RENDERERS[fmt](sections))
+        print(f"wrote {out}", file=sys.stderr)
+    elif fmt == "md" and sys.stdout.isatty():
+        print_rich(sections)
+    else:
+        sys.stdout.write(RENDERERS[fmt](sections))
+
+
+# ---- command line -------------------------------------------------------------------------------------
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("path", help="a runs folder (<study>/<run_id>/record.json) or one study folder")
+    parser.add_argument(
+        "--table", choices=TABLES, metavar="NAME",
+        help="summary (default), runs (one line per run, with time to target), paired (seed-paired deltas "
+             "with bootstrap CIs), paper layouts cifar10, imagenet (Table 2), nmt (Table 3), lm (Table 4), "
+             "glue (Table 5), dlrm (text and Fig. 6), delayed (Table 8, cost); table2|table3|table4|table5|"
+             "fig6|table8 name them by number; all")
+    parser.add_argument("--format", choices=FORMATS, default="md", help="output format (default md)")
+    parser.add_argument("--out", metavar="FILE", help="write here instead of stdout")
+    parser.add_argument("--plots", metavar="DIR", help="also write PNG and SVG plots into DIR")
+
+
+def run(args: argparse.Namespace) -> int:
+    rs = load(args.path)
+    emit(build(rs, args.table), args.format, args.out)
+    if args.plots:
+        written, skipped = plots.write_all(rs, Path(args.plots))
+        print(f"wrote {len(written)} plot files to {args.plots}", file=sys.stderr)
+        for reason in skipped:
+            print(f"skipped: {reason}", file=sys.stderr)
+    return 0

@@ -1,0 +1,25 @@
+"""Run the real runner in-process on a composed config (faster than a subprocess per run)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+from bench.launch import compose_config
+from bench.runner import Runner
+
+
+def run(runs: Path, *overrides: str) -> dict[str, Any]:
+    """Compose like `bench run` does, train, and return the record."""
+    cfg = compose_config([f"paths.runs={runs}", "trainer.progress=false", *overrides])
+    runner = Runner(cfg)
+    runner.run()
+    return json.loads((runner.run_dir / "record.json").read_text())
+
+
+def comparable(record: dict[str, Any]) -> dict[str, Any]:
+    """A record without the fields that depend on the clock, the host or the output folder."""
+    history = [{k: v for k, v in row.items() if k != "wall_s"} for row in record["history"]]
+    return {"status": record["status"], "metric": record["metric"], "history": history,
+            "steps": record["cost"]["steps"], "hvp_count": record["cost"]["hvp_count"], "run_id": record["run_id"]}

@@ -1,0 +1,65 @@
+"""User mistakes: one line on stderr, exit code 2, no traceback, and never a `completed` record."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import pytest
+
+from bench.cli import main
+from tests.conftest import bench
+
+BAD_OVERRIDES = [
+    (["task=imagenet_resnet9"], "unknown task 'imagenet_resnet9'; available: cifar10_resnet20"),
+    (["optimizer=lbfgs2"], "unknown optimizer 'lbfgs2'; available: adagrad"),
+    (["-m", "optimizer=sgd,nosuch"], "unknown optimizer 'nosuch'"),
+    (["trainer.epoch=3"], "unknown config key 'trainer.epoch'; trainer has: amp, batch_size"),
+    (["optimizer.lr=0"], "optimizer.lr=0: must be a positive number"),
+    (["optimizer.lr=-0.1"], "optimizer.lr=-0.1: must be a positive number"),
+    (["trainer.epochs=0"], "trainer.epochs=0: must be a positive number"),
+    (["trainer.batch_size=-8"], "trainer.batch_size=-8: must be a positive number"),
+    (["trainer.epochs=2.5"], "trainer.epochs=2.5: must be an integer >= 1"),
+    (["seed=abc"], "seed=abc: must be an integer >= 0"),
+    (["trainer.device=tpu"], "trainer.device=tpu: expected one of auto|cpu|cuda"),
+]
+
+
+def assert_one_line_error(err: str, expected: str) -> None:
+    lines = [line for line in err.splitlines() if line.strip()]
+    assert len(lines) == 1, err
+    assert lines[0].startswith("error: ") and expected in lines[0], err
+    assert "Traceback" not in err
+
+
+@pytest.mark.parametrize(("overrides", "expected"), BAD_OVERRIDES)
+def test_bad_overrides(overrides: list[str], expected: str, tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    assert main(["run", *overrides, f"paths.runs={tmp_path}"]) == 2
+    assert_one_line_error(capsys.readouterr().err, expected)
+    assert not any(tmp_path.rglob("record.json"))
+
+
+def test_missing_data_dir_through_the_real_entry_point(tmp_path: Path) -> None:
+    proc = bench("run", "task=cifar10_resnet20", f"task.data_dir={tmp_path / 'nope'}", f"paths.runs={tmp_path}")
+    assert proc.returncode == 2
+    assert_one_line_error(proc.stderr, f"task.data_dir={tmp_path / 'nope'}: no CIFAR-10 data there; expected "
+                                       "DATA_DIR/cifar-10-batches-py/ with data_batch_1")
+    assert not any(tmp_path.rglob("record.json"))
+
+
+def test_malformed_data_file(tmp_path: Path, cifar_dir: Path, capsys: pytest.CaptureFixture) -> None:
+    data = tmp_path / "data"
+    shutil.copytree(cifar_dir, data)
+    (data / "cifar-10-batches-py" / "test_batch").write_text("garbage")
+    with pytest.raises(SystemExit) as exit_info:
+        main(["run", "task=cifar10_resnet20", f"task.data_dir={data}", f"paths.runs={tmp_path / 'runs'}"])
+    assert exit_info.value.code == 2
+    assert_one_line_error(capsys.readouterr().err, "test_batch: not a CIFAR-10 python pickle")
+    assert not any((tmp_path / "runs").rglob("record.json"))
+
+
+def test_weight_decay_mode_must_match_the_optimizer(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    with pytest.raises(SystemExit) as exit_info:
+        main(["run", "optimizer=adam", "optimizer.weight_decay_mode=decoupled", f"paths.runs={tmp_path}"])
+    assert exit_info.value.code == 2
+    assert_one_line_error(capsys.readouterr().err, "Adam applies weight_decay as l2")
