@@ -50,9 +50,10 @@ def _entry(path: Path, where: str, spec: Any, keys: tuple[str, ...]) -> dict[str
             raise _fail(path, f"{where}.{key} must be a number")
     if spec["tolerance"] < 0:
         raise _fail(path, f"{where}.tolerance must be >= 0")
-    seeds = spec.get("seeds", [])
-    if not isinstance(seeds, list) or not all(isinstance(s, int) and not isinstance(s, bool) for s in seeds):
-        raise _fail(path, f"{where}.seeds must be a list of integers")
+    seeds = spec.get("seeds")
+    if "seeds" in keys and not (isinstance(seeds, list) and seeds
+                                and all(isinstance(s, int) and not isinstance(s, bool) for s in seeds)):
+        raise _fail(path, f"{where}.seeds must be a non-empty list of integers")
     return spec
 
 
@@ -74,7 +75,10 @@ def read_baseline(path: Path) -> dict[str, Any]:
             raise _fail(path, f"tasks.{task}.optimizers must map optimizer names to value/tolerance/seeds")
         for opt, entry in optimizers.items():
             _entry(path, f"tasks.{task}.optimizers.{opt}", entry, ("value", "tolerance", "seeds"))
-        for key, entry in (spec.get("deltas") or {}).items():
+        deltas = spec.get("deltas") or {}
+        if not isinstance(deltas, dict):
+            raise _fail(path, f"tasks.{task}.deltas must map 'A - B' to value/tolerance")
+        for key, entry in deltas.items():
             pair = str(key).split(" - ")
             if len(pair) != 2 or not all(p in optimizers for p in pair):
                 raise _fail(path, f"tasks.{task}.deltas key {key!r} must be 'A - B' with A and B under optimizers")

@@ -59,11 +59,11 @@ def load_reference(path: Path = PAPER_CSV) -> pd.DataFrame:
 
 def baseline_for(task: str, labels: Iterable[str]) -> str | None:
     """What deltas are taken against: the paper table's baseline, else the first of Adam/AdamW/SGD run."""
-    labels = set(labels)
     for layout in LAYOUTS.values():
         if task in layout.tasks:
             return layout.baseline
-    return next((b for b in FALLBACK_BASELINES if b in labels), None)
+    ran = set(labels)
+    return next((b for b in FALLBACK_BASELINES if b in ran), None)
 
 
 def _ordered(first: Iterable[str], more: Iterable[str]) -> list[str]:
@@ -115,7 +115,7 @@ def delayed(summary: pd.DataFrame, reference: pd.DataFrame) -> pd.DataFrame:
     labels = [label_of("adahessian", n) for n in out["every"]]
     by_label = summary.set_index(["task", "label"])
     mine = by_label.reindex(list(zip(out["task"], labels, strict=True)))
-    out["metric"] = mine["metric"].fillna("top1").to_numpy()
+    out["metric"] = out["task"].map(summary.groupby("task")["metric"].first()).fillna("top1")
     out["n"] = mine["n_done"].fillna(0).astype(int).to_numpy()
     for col in ("mean", "std", "hvp_count"):
         out[col] = mine[col].to_numpy()

@@ -19,10 +19,10 @@ from bench.recordset import RecordSet, load
 FORMATS = ("md", "latex", "csv", "html")
 SECTIONS = ("summary", "runs", "paired", *paper.LAYOUTS, paper.DELAYED)
 TABLES = (*SECTIONS, *paper.ALIASES, "all")
-# metric or quantity -> (unit, decimals); anything else prints 4 significant digits
-DISPLAY = {"top1": ("%", 2), "accuracy": ("%", 3), "glue": ("", 2), "glue_avg": ("", 2), "bleu": ("", 2),
-           "ppl": ("", 2), "logloss": ("", 4), "auc": ("", 4),
-           "steps": ("", 0), "hvp": ("", 0), "s": ("", 1), "ratio": ("", 2)}
+# metric or quantity -> (unit, format spec); anything else prints 4 significant digits
+DISPLAY = {"top1": ("%", ".2f"), "accuracy": ("%", ".3f"), "glue": ("", ".2f"), "glue_avg": ("", ".2f"),
+           "bleu": ("", ".2f"), "ppl": ("", ".2f"), "logloss": ("", ".4f"), "auc": ("", ".4f"),
+           "steps": ("", ".0f"), "hvp": ("", ".0f"), "s": ("", ".1f"), "s/step": ("", ".3g"), "ratio": ("", ".2f")}
 MAX_ERROR_NOTES = 10
 
 
@@ -50,9 +50,8 @@ def num(x: float | None, metric: str = "", signed: bool = False) -> str:
     """A metric value as the paper prints it ("–" when there is none)."""
     if _nan(x):
         return "–"
-    decimals = DISPLAY.get(metric, ("", None))[1]
-    sign = "+" if signed else ""
-    return f"{x:{sign}.{decimals}f}" if decimals is not None else f"{x:{sign}.4g}"
+    spec = DISPLAY.get(metric, ("", ".4g"))[1]
+    return f"{x:{'+' if signed else ''}{spec}}"
 
 
 def metric_header(name: str, mode: str) -> str:
@@ -90,7 +89,7 @@ def summary_section(rs: RecordSet, summary: pd.DataFrame) -> Section:
     columns = ["task", "optimizer", "metric", "done", "final", "s/step", "HVPs", "to target", "diverged", "failed"]
     running = bool(summary["n_running"].any())  # a column only while a study is still going
     rows = [[r["task"], r["label"], metric_header(r["metric"], r["mode"]), str(r["n_done"]),
-             mean_std(r["mean"], r["std"], r["metric"]), num(r["s_per_step"]), num(r["hvp_count"], "hvp"),
+             mean_std(r["mean"], r["std"], r["metric"]), num(r["s_per_step"], "s/step"), num(r["hvp_count"], "hvp"),
              _target_cell(r), str(r["n_diverged"]), str(r["n_failed"]), *([str(r["n_running"])] * running)]
             for _, r in summary.iterrows()]
     studies = ", ".join(sorted(set(rs.runs["study"])))
@@ -108,7 +107,7 @@ def runs_section(rs: RecordSet, ttt: pd.DataFrame) -> Section:
     """Every run on its own line, with its time to target."""
     df = rs.runs.join(ttt).sort_values(["task", "label", "seed", "study"])
     rows = [[r.study, r.task, r.label, str(r.seed), r.status, num(r.final, r.metric), num(r.best, r.metric),
-             num(r.steps, "steps"), num(r.s_per_step), num(r.hvp_count, "hvp"), num(r.target, r.metric),
+             num(r.steps, "steps"), num(r.s_per_step, "s/step"), num(r.hvp_count, "hvp"), num(r.target, r.metric),
              num(r.steps_to_target, "steps"), num(r.s_to_target, "s"), r.error[:80]]
             for r in df.itertuples()]
     return Section("Runs", ["study", "task", "optimizer", "seed", "status", "final", "best", "steps", "s/step",
@@ -123,11 +122,13 @@ def paired_section(runs: pd.DataFrame, summary: pd.DataFrame, tasks: tuple[str, 
     for task, group in summary.groupby("task", sort=True):
         if tasks is not None and task not in tasks:
             continue
-        done = group[group["n_done"] > 0]
-        base = paper.baseline_for(task, done["label"])
+        labels = list(group.loc[group["n_done"] > 0, "label"])
+        base = paper.baseline_for(task, labels)
+        if base not in labels:
+            continue
         metric = group["metric"].iloc[0]
-        for label in done["label"]:
-            if base is None or label == base or base not in set(done["label"]):
+        for label in labels:
+            if label == base:
                 continue
             p = stats.paired(runs, task, label, base)
             ci = "–" if _nan(p.lo) else f"[{num(p.lo, metric, True)}, {num(p.hi, metric, True)}]"
@@ -153,10 +154,9 @@ def layout_section(layout: paper.Layout, summary: pd.DataFrame, reference: pd.Da
         for task in layout.tasks:
             c = cmp.loc[(opt, task)]
             ours = mean_std(c["mean"], c["std"], m) + (f" (n={c['n']:.0f})" if c["n"] else "")
-            row.append(beside_paper(ours, c["paper"], c["diff"], m))
-            delta = "" if opt == layout.baseline else beside_paper(num(c["delta"], m, True), c["paper_delta"],
-                                                                    math.nan, m, signed=True)
-            row.append(delta)
+            delta = num(c["delta"], m, signed=True)
+            row += [beside_paper(ours, c["paper"], c["diff"], m),
+                    "" if opt == layout.baseline else beside_paper(delta, c["paper_delta"], math.nan, m, True)]
         rows.append(row)
     ref = reference[(reference["table"] == layout.table) & reference["task"].isin(layout.tasks)]
     sources = "; ".join(dict.fromkeys(ref["source"]))
