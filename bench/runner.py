@@ -6,7 +6,6 @@ backward. Every outcome is written to the run record; a result that did not happ
 
 from __future__ import annotations
 
-import contextlib
 import os
 import random
 import resource
@@ -21,7 +20,6 @@ import numpy as np
 import torch
 from hydra.utils import get_class
 from omegaconf import DictConfig, OmegaConf
-from torch.nn.attention import SDPBackend, sdpa_kernel
 
 from bench.checkpoint import load_checkpoint, save_checkpoint
 from bench.config import check_positive
@@ -32,15 +30,12 @@ from bench.optim_factory import build_optimizer, needs_hessian, state_bytes
 from bench.progress import TrainProgress
 from bench.records import SCHEMA, environment, now, read_record, run_id_of, write_record
 from bench.schedules import Schedule
+from bench.step import Diverged, autocast, train_step
 from tasks.base import Task
 
 # The cycle this warning is about is broken by the optimizer's `update_hessian`, which detaches p.grad.
 warnings.filterwarnings("ignore", message=r"Using backward\(\) with create_graph=True")
 FINAL_STATUSES = ("completed", "diverged")
-
-
-class Diverged(Exception):
-    """The loss became NaN or infinite: the run ends and the record says `diverged`."""
 
 
 @dataclass
@@ -83,13 +78,6 @@ def build_task(cfg: DictConfig, device: torch.device, dist: Distributed) -> Task
                    world_size=dist.world_size)
     except ValueError as exc:
         raise UsageError(str(exc)) from None
-
-
-def autocast(device: torch.device, amp: str) -> contextlib.AbstractContextManager:
-    if amp == "none":
-        return contextlib.nullcontext()
-    dtype = torch.bfloat16 if amp == "bf16" else torch.float16
-    return torch.autocast(device.type, dtype=dtype)
 
 
 def peak_memory_bytes(device: torch.device) -> int:
@@ -181,7 +169,12 @@ class Runner:
                 items = 0
                 start = time.perf_counter()
                 for batch in islice(task.train_batches(epoch), done_in_epoch, None):
-                    loss, n = self.train_step(task, model, optimizer, batch, state.step, scaler)
+                    try:
+                        loss, n = train_step(task, model, optimizer, batch, device=self.device, amp=cfg.amp,
+                                             hessian=needs_hessian(optimizer, state.step), scaler=scaler,
+                                             grad_clip=cfg.grad_clip, dist=self.dist)
+                    except Diverged as exc:
+                        raise Diverged(f"{exc} at step {state.step}") from None
                     schedule.after_step()
                     loss_sum += loss * n
                     items += n
@@ -191,34 +184,6 @@ class Runner:
                                items * self.dist.world_size / max(elapsed, 1e-9))
                 state.wall_s += time.perf_counter() - start
                 self.end_epoch(task, model, optimizer, schedule, state, epoch + 1, loss_sum, items, record, log, bar)
-
-    def train_step(self, task: Task, model: torch.nn.Module, optimizer: torch.optim.Optimizer, batch: Any,
-                   step: int, scaler: torch.amp.GradScaler | None) -> tuple[torch.Tensor, int]:
-        """Forward, backward (keeping the graph only when the optimizer needs a Hessian estimate), update."""
-        hessian = needs_hessian(optimizer, step)
-        # Fused SDPA kernels have no double backward; the math kernel does (DESIGN.md, Attention).
-        kernels = sdpa_kernel(SDPBackend.MATH) if hessian else contextlib.nullcontext()
-        with kernels, autocast(self.device, self.cfg.trainer.amp), self.dist.no_sync(model, hessian):
-            loss, n = task.loss(model, batch)
-        if not torch.isfinite(loss):
-            raise Diverged(f"loss became {loss.item()} at step {step}")
-        if scaler is not None:
-            scaler.scale(loss).backward()
-            scaler.unscale_(optimizer)
-        else:
-            loss.backward(create_graph=hessian)
-        if hessian:
-            optimizer.update_hessian()
-        self.dist.after_backward(model, hessian)
-        if self.cfg.trainer.grad_clip > 0:
-            torch.nn.utils.clip_grad_norm_(model.parameters(), self.cfg.trainer.grad_clip)
-        if scaler is not None:
-            scaler.step(optimizer)
-            scaler.update()
-        else:
-            optimizer.step()
-        optimizer.zero_grad(set_to_none=True)
-        return loss.detach().float(), n
 
     def end_epoch(self, task: Task, model: torch.nn.Module, optimizer: torch.optim.Optimizer,
                   schedule: Schedule, state: TrainState, epoch: int, loss_sum: torch.Tensor, items: int,

@@ -1,0 +1,228 @@
+"""`bench perf step-time`: what one optimizer step costs, as ratios measured in one process.
+
+Variants are timed round-robin (one cycle of each per round) on the same pre-built batches, so drift of a
+shared machine hits all of them alike. A cycle of AdaHessian@K is K steps holding exactly one Hessian
+refresh; its time per step is the cycle's mean, which is what the paper's Table 8 reports. The HVP limit is
+forward + backward(create_graph=True) + one Hessian-vector product + an Adam update: the least any
+Hutchinson-based optimizer can cost per refresh step.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from itertools import cycle, islice
+from typing import Any
+
+import torch
+from hydra.utils import get_class
+
+from bench.distributed import Distributed
+from bench.errors import UsageError
+from bench.launch import compose_config, first_values
+from bench.optim_factory import build_optimizer, needs_hessian
+from bench.progress import console
+from bench.runner import build_task, resolve_device
+from bench.step import autocast, train_step
+from tasks.base import Task
+
+PEER = "pytorch_optimizer.AdaHessian"
+PEER_CAVEAT = (f"{PEER} draws its Rademacher probes with randint_like(p, 0, 1) * 2 - 1, which is always -1: "
+               "its timing is comparable, its estimates are not")
+
+
+@dataclass
+class Variant:
+    """A named way of taking `cycle` steps; `run_cycle` does them and returns nothing."""
+
+    name: str
+    cycle: int
+    run_cycle: Callable[[list[Any]], None]
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    sub = parser.add_subparsers(dest="benchmark", required=True)
+    p = sub.add_parser("step-time", help="median step time per optimizer, ratios vs SGD and Adam (paper Table 8)")
+    p.add_argument("--task", default="cifar10_resnet20")
+    p.add_argument("--data-dir", help="the task's data_dir (default: the task config's)")
+    p.add_argument("--batch-size", type=int, default=128)
+    p.add_argument("--steps", type=int, default=10, help="timed cycles per variant")
+    p.add_argument("--warmup", type=int, default=2, help="untimed cycles per variant")
+    p.add_argument("--optimizers", default="sgd,adam,adahessian")
+    p.add_argument("--hessian-every", default="1", help="update_each values for Hessian optimizers, e.g. 1,2,3,4,5")
+    p.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"))
+    p.add_argument("--amp", default="none", choices=("none", "bf16"))
+    p.add_argument("--peers", action="store_true", help=f"also time {PEER} (see its probe caveat)")
+    p.add_argument("--json", action="store_true", help="print one JSON document instead of a table")
+
+
+def positive_ints(text: str, flag: str) -> list[int]:
+    try:
+        values = [int(v) for v in text.split(",")]
+    except ValueError:
+        values = []
+    if not values or min(values) < 1:
+        raise UsageError(f"{flag} {text}: expected comma-separated positive integers, e.g. 1,2,3,4,5")
+    return values
+
+
+def synchronize(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def fresh_model(task: Task, device: torch.device) -> torch.nn.Module:
+    torch.manual_seed(0)
+    return task.build_model().to(device).train()
+
+
+def harness_variant(name: str, every: int, task: Task, overrides: list[str], device: torch.device,
+                    amp: str) -> Variant:
+    cfg = compose_config([*overrides, f"optimizer={name}"])
+    if every > 1:
+        cfg.optimizer.update_each = every
+    if "hessian_warmup_epochs" in cfg.optimizer:
+        cfg.optimizer.hessian_warmup_epochs = 0
+    model = fresh_model(task, device)
+    optimizer = build_optimizer(cfg.optimizer, task.param_groups(model), task.steps_per_epoch(), seed=0)
+    steps = iter(range(1 << 62))
+
+    def run_cycle(batches: list[Any]) -> None:
+        for batch in batches:
+            train_step(task, model, optimizer, batch, hessian=needs_hessian(optimizer, next(steps)), device=device,
+                       amp=amp)
+
+    label = f"{name}@{every}" if hasattr(optimizer, "needs_hessian") else name
+    return Variant(label, every, run_cycle)
+
+
+def peer_variant(every: int, task: Task, device: torch.device, amp: str) -> Variant:
+    """The peer's API needs backward(create_graph=True) on every step; its step() does the rest."""
+    model = fresh_model(task, device)
+    optimizer = get_class(PEER)(model.parameters(), lr=0.15, eps=1e-4, update_period=every)
+
+    def run_cycle(batches: list[Any]) -> None:
+        for batch in batches:
+            train_step(task, model, optimizer, batch, hessian=True, device=device, amp=amp)
+
+    return Variant(f"peer:pytorch_optimizer@{every}", every, run_cycle)
+
+
+def hvp_limit_variant(task: Task, device: torch.device, amp: str) -> Variant:
+    """Forward, backward(create_graph=True), one HVP with a fixed Rademacher probe, then Adam's update."""
+    model = fresh_model(task, device)
+    params = [p for p in model.parameters() if p.requires_grad]
+    adam = torch.optim.Adam(params, lr=1e-3)
+    generator = torch.Generator(device=device).manual_seed(0)
+    probes = [torch.randint(0, 2, p.shape, generator=generator, device=device).to(p.dtype) * 2 - 1 for p in params]
+
+    def run_cycle(batches: list[Any]) -> None:
+        for batch in batches:
+            with autocast(device, amp):
+                loss, _ = task.loss(model, batch)
+            grads = torch.autograd.grad(loss, params, create_graph=True)
+            torch.autograd.grad(grads, params, grad_outputs=probes)
+            for p, g in zip(params, grads, strict=True):
+                p.grad = g.detach()
+            adam.step()
+            adam.zero_grad(set_to_none=True)
+
+    return Variant("hvp_limit", 1, run_cycle)
+
+
+def measure(variants: list[Variant], batches: list[Any], steps: int, warmup: int, device: torch.device) -> dict:
+    """Median seconds per step of each variant, timed one cycle at a time, round-robin."""
+    feed = cycle(batches)
+    times: dict[str, list[float]] = {v.name: [] for v in variants}
+    for round_index in range(warmup + steps):
+        for variant in variants:
+            chunk = list(islice(feed, variant.cycle))
+            synchronize(device)
+            start = time.perf_counter()
+            variant.run_cycle(chunk)
+            synchronize(device)
+            if round_index >= warmup:
+                times[variant.name].append((time.perf_counter() - start) / variant.cycle)
+    return {name: statistics.median(values) for name, values in times.items()}
+
+
+def summarize(median_s: dict[str, float], args: argparse.Namespace, device: torch.device) -> dict[str, Any]:
+    def ratios(base: str) -> dict[str, float]:
+        if base not in median_s:
+            return {}
+        return {k: round(v / median_s[base], 3) for k, v in median_s.items() if k not in (base, "hvp_limit")}
+
+    result: dict[str, Any] = {
+        "task": args.task, "device": str(device), "gpu": torch.cuda.get_device_name(device) if device.type == "cuda"
+        else None, "torch": torch.__version__, "batch_size": args.batch_size, "steps": args.steps, "amp": args.amp,
+        "median_s": {k: round(v, 6) for k, v in median_s.items()},
+        "ratios_vs_adam": ratios("adam"), "ratios_vs_sgd": ratios("sgd"),
+    }
+    if "adam" in median_s:
+        limit = median_s["hvp_limit"] / median_s["adam"]
+        result["hvp_limit_vs_adam"] = round(limit, 3)
+        targets = {}
+        if "adahessian@1" in median_s:
+            value = median_s["adahessian@1"] / median_s["hvp_limit"]
+            targets["adahessian@1_vs_hvp_limit"] = {"value": round(value, 3), "max": 1.10, "ok": value <= 1.10}
+        if "adahessian@5" in median_s:
+            value, bound = median_s["adahessian@5"] / median_s["adam"], 1 + (limit - 1) / 5 + 0.15
+            targets["adahessian@5_vs_adam"] = {"value": round(value, 3), "max": round(bound, 3), "ok": value <= bound}
+        result["targets"] = targets
+    if args.peers:
+        result["peer_caveat"] = PEER_CAVEAT
+    return result
+
+
+def print_table(result: dict[str, Any]) -> None:
+    from rich.table import Table
+
+    table = Table(title=f"step time: {result['task']}, batch {result['batch_size']}, {result['device']}")
+    for column in ("variant", "median ms/step", "x SGD", "x Adam"):
+        table.add_column(column, justify="right" if column != "variant" else "left")
+    for name, seconds in result["median_s"].items():
+        table.add_row(name, f"{seconds * 1e3:.1f}", str(result["ratios_vs_sgd"].get(name, "-")),
+                      str(result["ratios_vs_adam"].get(name, "-")))
+    console.print(table)
+    if "hvp_limit_vs_adam" in result:
+        console.print(f"HVP limit = {result['hvp_limit_vs_adam']}x Adam")
+    for name, target in result.get("targets", {}).items():
+        verdict = "ok" if target["ok"] else "MISSED"
+        console.print(f"target {name}: {target['value']} <= {target['max']}  {verdict}", highlight=False)
+    if "peer_caveat" in result:
+        console.print(f"note: {result['peer_caveat']}", highlight=False)
+
+
+def run(args: argparse.Namespace) -> int:
+    names = [n.strip() for n in args.optimizers.split(",") if n.strip()]
+    every = positive_ints(args.hessian_every, "--hessian-every")
+    if min(args.batch_size, args.steps) < 1 or args.warmup < 0:
+        raise UsageError("--batch-size and --steps must be >= 1 and --warmup >= 0")
+    overrides = [f"task={args.task}", f"trainer.batch_size={args.batch_size}", f"trainer.device={args.device}"]
+    if args.data_dir:
+        overrides.append(f"task.data_dir={args.data_dir}")
+    first_values([*overrides, *(f"optimizer={n}" for n in names)])
+    cfg = compose_config(overrides)
+    device = resolve_device(args.device)
+    task = build_task(cfg, device, Distributed.single())
+    batches = list(islice(task.train_batches(0), 8))
+    variants: list[Variant] = []
+    for name in [*names, *(["adam"] if "adam" not in names else [])]:
+        for k in every:
+            variant = harness_variant(name, k, task, overrides, device, args.amp)
+            variants.append(variant)
+            if "@" not in variant.name:
+                break
+    if args.peers:
+        variants += [peer_variant(k, task, device, args.amp) for k in every]
+    variants.append(hvp_limit_variant(task, device, args.amp))
+    result = summarize(measure(variants, batches, args.steps, args.warmup, device), args, device)
+    if args.json:
+        print(json.dumps(result, indent=2))
+    else:
+        print_table(result)
+    return 0
