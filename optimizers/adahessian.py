@@ -36,8 +36,9 @@ What ``v`` does between refreshes is selectable with ``v_update``:
   ``exp_hessian_diag_sq.mul_(β2).addcmul_(p.hess, p.hess, 1 − β2)`` runs on every step), and the
   AdaHessian authors' README (amirgholami/adahessian, "External implementations" table) lists exactly
   that repository as the one that "Support[s] Delayed Hessian Update"; the authors' own optimizer files
-  (image_classification/ and transformer/fairseq/optim/) compute the Hessian on every step. We therefore
-  take it as the variant behind Table 8.
+  (image_classification/ and transformer/fairseq/optim/) compute the Hessian on every step, and the
+  paper's text around Table 8, as far as we could consult it, does not say what happens to ``v`` between
+  refreshes. We therefore take the authors-endorsed implementation as the variant behind Table 8.
 * ``"on_refresh"``: ``v`` is updated only when a fresh ``D`` arrives and its bias correction counts
   refreshes, so the preconditioner is frozen between refreshes. pytorch_optimizer's
   ``AdaHessian(update_period=k)`` updates ``v`` this way (but bias-corrects with the total step count,
@@ -94,9 +95,7 @@ def _check_group_hparams(h: dict[str, Any]) -> None:
     if not 0.0 <= h["hessian_power"] <= 1.0:
         raise ValueError(f"hessian_power must be in [0, 1], got {h['hessian_power']!r}")
     if h["weight_decay_mode"] not in WEIGHT_DECAY_MODES:
-        raise ValueError(
-            f"weight_decay_mode must be one of {WEIGHT_DECAY_MODES}, got {h['weight_decay_mode']!r}"
-        )
+        raise ValueError(f"weight_decay_mode must be one of {WEIGHT_DECAY_MODES}, got {h['weight_decay_mode']!r}")
 
 
 class AdaHessian(Optimizer):
@@ -184,14 +183,16 @@ class AdaHessian(Optimizer):
 
     @property
     def hvp_count(self) -> int:
+        """Hessian-vector products computed so far (n_samples per refresh), for the cost record."""
         return self.estimator.hvp_count
 
     @property
     def hessian_reduce(self) -> ReduceFn | None:
+        """In-place hook on the raw estimate (e.g. all-reduce mean across ranks); None = no-op."""
         return self.estimator.reduce
 
     @hessian_reduce.setter
-    def hessian_reduce(self, fn: Callable[[list[Tensor]], None] | None) -> None:
+    def hessian_reduce(self, fn: ReduceFn | None) -> None:
         if fn is not None and not callable(fn):
             raise ValueError(f"hessian_reduce must be a callable taking a list of tensors, got {fn!r}")
         self.estimator.reduce = fn
@@ -318,7 +319,9 @@ class AdaHessian(Optimizer):
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
         """Inverse of :meth:`state_dict`; a resumed run continues bitwise like the uninterrupted one."""
         sd = dict(state_dict)
-        extra = sd.pop("adahessian")
+        extra = sd.pop("adahessian", None)
+        if extra is None:
+            raise ValueError("not an AdaHessian state_dict: it has no 'adahessian' entry")
         super().load_state_dict(sd)
         self.step_count = int(extra["step_count"])
         self.estimator.load_state_dict(extra["estimator"])

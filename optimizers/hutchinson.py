@@ -13,8 +13,8 @@ The estimate is produced in two stages so that every optimizer can take what it 
    the spatial dims of a convolution kernel (one value per kernel, broadcast back; 3-, 4- and 5-D weights,
    i.e. conv1d/2d/3d) and, for all other tensors, the mean over blocks of ``block_size`` consecutive
    elements of the last dim (the authors' fairseq variant). Averaging ``|z ⊙ Hz|`` rather than the
-   signed product follows the authors' image-classification code; for one Rademacher probe it is exactly
-   their ``mean(|Hz|)``.
+   signed product follows the authors' image-classification and instruction/ code; for one Rademacher
+   probe it is exactly their ``mean(|Hz|)``. (Their fairseq file takes ``|·|`` of the signed block mean.)
 
 Probes come from a ``torch.Generator`` per device that the estimator owns and seeds itself, and whose
 state is part of :meth:`HutchinsonEstimator.state_dict`: same seed, same probes; a resumed run draws the
@@ -23,6 +23,7 @@ probes the uninterrupted one would have drawn.
 
 from __future__ import annotations
 
+import numbers
 from collections.abc import Callable, Sequence
 from typing import Any, Literal
 
@@ -110,7 +111,7 @@ class HutchinsonEstimator:
             raise ValueError(f"probe must be one of {PROBES}, got {probe!r}")
         if isinstance(block_size, bool) or not isinstance(block_size, int) or block_size < 1:
             raise ValueError(f"block_size must be an int >= 1 (1 = no block averaging), got {block_size!r}")
-        if seed is not None and (isinstance(seed, bool) or not isinstance(seed, int)):
+        if seed is not None and (isinstance(seed, bool) or not isinstance(seed, numbers.Integral)):
             raise ValueError(f"seed must be an int or None, got {seed!r}")
         if reduce is not None and not callable(reduce):
             raise ValueError(f"reduce must be a callable taking a list of tensors, got {reduce!r}")
@@ -119,7 +120,7 @@ class HutchinsonEstimator:
         self.spatial_average = spatial_average
         self.block_size = block_size
         self.reduce = reduce
-        self.seed = draw_seed() if seed is None else seed
+        self.seed = draw_seed() if seed is None else int(seed)
         self.hvp_count = 0
         self._generators: dict[str, torch.Generator] = {}
         # Generator states loaded from a checkpoint, applied when that device's generator is first used.
