@@ -30,13 +30,11 @@ def restore_rng_state(state: dict[str, Any]) -> None:
 
 
 def save_checkpoint(run_dir: Path, payload: dict[str, Any]) -> None:
-    write_atomic(run_dir / CHECKPOINT_NAME, lambda f: torch.save({**payload, "rng": rng_state()}, f))
+    write_atomic(run_dir / CHECKPOINT_NAME, lambda f: torch.save(payload, f))
 
 
 def load_checkpoint(run_dir: Path, map_location: torch.device) -> dict[str, Any] | None:
     path = run_dir / CHECKPOINT_NAME
     if not path.exists():
         return None
-    payload = torch.load(path, map_location=map_location, weights_only=False)
-    restore_rng_state(payload["rng"])
-    return payload
+    return torch.load(path, map_location=map_location, weights_only=False)

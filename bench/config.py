@@ -14,9 +14,14 @@ GROUPS = ("task", "optimizer", "experiment", "trainer", "logger", "launcher", "r
 
 
 def register_resolvers() -> None:
-    """`${div:a,b}`: lets a recipe keep lr * weight_decay fixed when lr is overridden."""
+    """`${div:a,b}` lets a recipe keep lr * weight_decay fixed when lr is overridden; `${bench_gpus:}` is the
+    number of GPUs this node shows (at least 1), the parallelism of `launcher=gpus`."""
+    from bench.gpus import parallel_jobs
+
     if not OmegaConf.has_resolver("div"):
         OmegaConf.register_new_resolver("div", lambda a, b: float(a) / float(b))
+    if not OmegaConf.has_resolver("bench_gpus"):
+        OmegaConf.register_new_resolver("bench_gpus", parallel_jobs)
 
 
 def choices(group: str) -> list[str]:

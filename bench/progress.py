@@ -9,8 +9,9 @@ console = Console(stderr=True)
 
 
 class TrainProgress:
-    def __init__(self, enabled: str | bool, total_steps: int, done_steps: int, label: str) -> None:
-        live = console.is_terminal if enabled == "auto" else bool(enabled)
+    def __init__(self, enabled: str | bool, total_steps: int, done_steps: int, label: str, quiet: bool = False) -> None:
+        live = not quiet and (console.is_terminal if enabled == "auto" else bool(enabled))
+        self.quiet = quiet
         self.bar = Progress(
             TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
             TextColumn("loss {task.fields[loss]}  {task.fields[metric]}  lr {task.fields[lr]}  "
@@ -35,6 +36,8 @@ class TrainProgress:
     def epoch_done(self, epoch: int, epochs: int, train_loss: float, metric_name: str, value: float,
                    lr: float) -> None:
         self.bar.update(self.task_id, metric=f"{metric_name} {value:.2f}")
+        if self.quiet:
+            return
         line = (f"{self.label} epoch {epoch}/{epochs}  train_loss {train_loss:.4f}  "
                 f"{metric_name} {value:.2f}  lr {lr:.3g}")
         if self.bar.disable:

@@ -9,6 +9,7 @@ from __future__ import annotations
 import os
 import random
 import resource
+import signal
 import time
 import warnings
 from dataclasses import asdict, dataclass, field
@@ -21,12 +22,13 @@ import torch
 from hydra.utils import get_class
 from omegaconf import DictConfig, OmegaConf
 
-from bench.checkpoint import load_checkpoint, save_checkpoint
+from bench.checkpoint import load_checkpoint, restore_rng_state, rng_state, save_checkpoint
 from bench.config import check_positive
 from bench.distributed import Distributed
 from bench.errors import UsageError
 from bench.loggers import MetricsLog
 from bench.optim_factory import build_optimizer, needs_hessian, state_bytes
+from bench.preemption import Preempted, PreemptionGuard
 from bench.progress import TrainProgress
 from bench.records import SCHEMA, environment, now, read_record, run_id_of, write_record
 from bench.schedules import Schedule
@@ -45,6 +47,8 @@ class TrainState:
     step: int = 0
     wall_s: float = 0.0
     history: list[dict[str, Any]] = field(default_factory=list)
+    epoch_loss_sum: float = 0.0  # the current epoch's partial sums, for a mid-epoch (preemption) checkpoint
+    epoch_items: int = 0
 
 
 def resolve_device(name: str, local_rank: int = 0) -> torch.device:
@@ -134,15 +138,21 @@ class Runner:
             optimizer.load_state_dict(checkpoint["optimizer"])
             schedule.load_state_dict(checkpoint["schedule"])
             state = TrainState(**checkpoint["state"])
+            self.restore_rank_state(checkpoint["ranks"][self.dist.rank], optimizer, state)
             self.dist.print(f"resume {self.label} from step {state.step} ({self.run_dir})")
         if cfg.force and self.dist.is_main:
             (self.run_dir / "checkpoint.pt").unlink(missing_ok=True)
         record = self.new_record(task, resumed=checkpoint is not None)
         log = MetricsLog(self.run_dir, cfg, self.run_id, resumed=checkpoint is not None) if self.dist.is_main else None
         self.write(record)
+        guard = PreemptionGuard()
         try:
-            self.train(task, model, optimizer, schedule, state, steps_per_epoch, record, log)
+            with guard:
+                self.train(task, model, optimizer, schedule, state, steps_per_epoch, record, log, guard)
             record["status"] = "completed"
+        except Preempted as exc:
+            record["interrupted"] = (f"stopped by {exc} at step {state.step}; checkpoint saved, rerun the same "
+                                     "command to resume")
         except Diverged as exc:
             record.update(status="diverged", error=str(exc))
         except KeyboardInterrupt:
@@ -154,21 +164,30 @@ class Runner:
             raise
         finally:
             self.finish(record, task, optimizer, state, log)
+        if guard.requested:
+            guard.hand_over()
         return record["status"]
 
     def train(self, task: Task, model: torch.nn.Module, optimizer: torch.optim.Optimizer, schedule: Schedule,
-              state: TrainState, steps_per_epoch: int, record: dict[str, Any], log: MetricsLog | None) -> None:
+              state: TrainState, steps_per_epoch: int, record: dict[str, Any], log: MetricsLog | None,
+              guard: PreemptionGuard) -> None:
         cfg = self.cfg.trainer
         scaler = torch.amp.GradScaler("cuda") if cfg.amp == "fp16" else None
         total = cfg.epochs * steps_per_epoch
         model.train()
-        with TrainProgress(cfg.progress if self.dist.is_main else False, total, state.step, self.label) as bar:
+        with TrainProgress(cfg.progress, total, state.step, self.label, quiet=not self.dist.is_main) as bar:
             while state.step < total:
                 epoch, done_in_epoch = divmod(state.step, steps_per_epoch)
-                loss_sum = torch.zeros((), device=self.device)
-                items = 0
+                loss_sum = torch.tensor(state.epoch_loss_sum, device=self.device)
+                items = state.epoch_items
                 start = time.perf_counter()
                 for batch in islice(task.train_batches(epoch), done_in_epoch, None):
+                    # Checked before a step, so a stop never falls between an epoch's last step and its eval.
+                    if self.dist.any(guard.requested, self.device):
+                        state.wall_s += time.perf_counter() - start
+                        state.epoch_loss_sum, state.epoch_items = loss_sum.item(), items
+                        self.save_checkpoint(model, optimizer, schedule, state)
+                        raise Preempted(signal.Signals(guard.signum).name)
                     try:
                         loss, n = train_step(task, model, optimizer, batch, device=self.device, amp=cfg.amp,
                                              hessian=needs_hessian(optimizer, state.step), scaler=scaler,
@@ -183,6 +202,7 @@ class Runner:
                     bar.update(1, loss.item(), optimizer.param_groups[0]["lr"],
                                items * self.dist.world_size / max(elapsed, 1e-9))
                 state.wall_s += time.perf_counter() - start
+                state.epoch_loss_sum, state.epoch_items = 0.0, 0
                 self.end_epoch(task, model, optimizer, schedule, state, epoch + 1, loss_sum, items, record, log, bar)
 
     def end_epoch(self, task: Task, model: torch.nn.Module, optimizer: torch.optim.Optimizer,
@@ -206,11 +226,29 @@ class Runner:
         record["history"] = state.history
         if log is not None:
             log.log(row)
-        if self.cfg.trainer.checkpoint and self.dist.is_main:
+        if self.cfg.trainer.checkpoint:
+            self.save_checkpoint(model, optimizer, schedule, state)
+        self.write(record)
+
+    def save_checkpoint(self, model: torch.nn.Module, optimizer: torch.optim.Optimizer, schedule: Schedule,
+                        state: TrainState) -> None:
+        """Collective: every rank contributes what is its own (RNG streams, partial sums), rank 0 writes."""
+        estimator = getattr(optimizer, "estimator", None)
+        mine = {"rng": rng_state(), "epoch_loss_sum": state.epoch_loss_sum,
+                "estimator": estimator.state_dict() if estimator is not None else None}
+        ranks = self.dist.gather(mine)
+        if self.dist.is_main:
             save_checkpoint(self.run_dir, {
                 "model": self.dist.unwrap(model).state_dict(), "optimizer": optimizer.state_dict(),
-                "schedule": schedule.state_dict(), "state": asdict(state)})
-        self.write(record)
+                "schedule": schedule.state_dict(), "state": asdict(state), "ranks": ranks})
+
+    @staticmethod
+    def restore_rank_state(mine: dict[str, Any], optimizer: torch.optim.Optimizer, state: TrainState) -> None:
+        """Undo what rank 0's copy overwrote: this rank's RNG streams, probe generator and partial sums."""
+        restore_rng_state(mine["rng"])
+        state.epoch_loss_sum = mine["epoch_loss_sum"]
+        if mine["estimator"] is not None:
+            optimizer.estimator.load_state_dict(mine["estimator"])
 
     def new_record(self, task: Task, resumed: bool) -> dict[str, Any]:
         cfg = self.cfg

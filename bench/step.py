@@ -32,7 +32,7 @@ def train_step(task: Task, model: torch.nn.Module, optimizer: torch.optim.Optimi
     dist = dist or Distributed.single()
     # Fused SDPA kernels have no double backward; the math kernel does (DESIGN.md, Attention).
     kernels = sdpa_kernel(SDPBackend.MATH) if hessian else contextlib.nullcontext()
-    with kernels, autocast(device, amp), dist.no_sync(model, hessian):
+    with kernels, autocast(device, amp):
         loss, n = task.loss(model, batch)
     if not torch.isfinite(loss):
         raise Diverged(f"loss became {loss.item()}")
