@@ -3,8 +3,9 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 RUNS ?= results/runs
+CI_DATA ?= .ci-data/cifar10
 
-.PHONY: setup demo test test-slow lint clean
+.PHONY: setup demo test test-slow lint ci clean
 
 setup: $(BIN)/bench
 
@@ -24,8 +25,14 @@ test: setup
 test-slow: setup
 	$(BIN)/python -m pytest -q -m slow
 
+# The accuracy guard: a deterministic CPU study, checked against the committed baseline.
+ci: setup
+	$(BIN)/python -m tests.fixtures cifar10 $(CI_DATA)
+	CIFAR10_DIR=$(CI_DATA) $(BIN)/bench run -m experiment=ci paths.runs=$(RUNS) force=true
+	$(BIN)/bench check $(RUNS)/ci --baseline results/baselines/ci.yaml
+
 lint: setup
 	$(BIN)/ruff check bench optimizers tasks tests
 
 clean:
-	rm -rf $(RUNS) outputs multirun .pytest_cache .ruff_cache
+	rm -rf $(RUNS) .ci-data outputs multirun .pytest_cache .ruff_cache

@@ -20,6 +20,7 @@ from typing import Any
 
 import torch
 from hydra.utils import get_class
+from omegaconf import DictConfig
 
 from bench.distributed import Distributed
 from bench.errors import UsageError
@@ -27,7 +28,7 @@ from bench.launch import compose_config, first_values
 from bench.optim_factory import build_optimizer, needs_hessian
 from bench.progress import console
 from bench.runner import build_task, resolve_device
-from bench.step import autocast, train_step
+from bench.step import Diverged, autocast, train_step
 from tasks.base import Task
 
 PEER = "pytorch_optimizer.AdaHessian"
@@ -134,20 +135,29 @@ def hvp_limit_variant(task: Task, device: torch.device, amp: str) -> Variant:
     return Variant("hvp_limit", 1, run_cycle)
 
 
-def measure(variants: list[Variant], batches: list[Any], steps: int, warmup: int, device: torch.device) -> dict:
-    """Median seconds per step of each variant, timed one cycle at a time, round-robin."""
+def measure(variants: list[Variant], batches: list[Any], steps: int, warmup: int,
+            device: torch.device) -> tuple[dict[str, float], list[str]]:
+    """Median seconds per step of each variant, timed one cycle at a time, round-robin. A variant whose
+    loss turns NaN is dropped (NaN arithmetic would distort its timing) and listed as diverged."""
     feed = cycle(batches)
     times: dict[str, list[float]] = {v.name: [] for v in variants}
+    diverged: list[str] = []
     for round_index in range(warmup + steps):
         for variant in variants:
+            if variant.name in diverged:
+                continue
             chunk = list(islice(feed, variant.cycle))
             synchronize(device)
             start = time.perf_counter()
-            variant.run_cycle(chunk)
+            try:
+                variant.run_cycle(chunk)
+            except Diverged:
+                diverged.append(variant.name)
+                continue
             synchronize(device)
             if round_index >= warmup:
                 times[variant.name].append((time.perf_counter() - start) / variant.cycle)
-    return {name: statistics.median(values) for name, values in times.items()}
+    return {name: statistics.median(v) for name, v in times.items() if v and name not in diverged}, diverged
 
 
 def summarize(median_s: dict[str, float], args: argparse.Namespace, device: torch.device) -> dict[str, Any]:
@@ -193,8 +203,23 @@ def print_table(result: dict[str, Any]) -> None:
     for name, target in result.get("targets", {}).items():
         verdict = "ok" if target["ok"] else "MISSED"
         console.print(f"target {name}: {target['value']} <= {target['max']}  {verdict}", highlight=False)
+    if result["diverged"]:
+        console.print(f"diverged (not timed): {', '.join(result['diverged'])}", highlight=False)
     if "peer_caveat" in result:
         console.print(f"note: {result['peer_caveat']}", highlight=False)
+
+
+def build_timing_task(cfg: DictConfig, device: torch.device, batch_size: int) -> tuple[Task, str]:
+    """The task on its real data; if that is absent and the task can, on random tensors of its shape."""
+    try:
+        return build_task(cfg, device, Distributed.single()), str(cfg.task.get("data_dir", "bundled"))
+    except UsageError as exc:
+        if "synthetic_images" not in cfg.task:
+            raise
+        cfg.task.synthetic_images = 8 * batch_size
+        console.print(f"note: timing on random tensors of the task's shape ({exc})", highlight=False,
+                      markup=False, soft_wrap=True)
+        return build_task(cfg, device, Distributed.single()), "synthetic"
 
 
 def run(args: argparse.Namespace) -> int:
@@ -208,7 +233,7 @@ def run(args: argparse.Namespace) -> int:
     first_values([*overrides, *(f"optimizer={n}" for n in names)])
     cfg = compose_config(overrides)
     device = resolve_device(args.device)
-    task = build_task(cfg, device, Distributed.single())
+    task, data = build_timing_task(cfg, device, args.batch_size)
     batches = list(islice(task.train_batches(0), 8))
     variants: list[Variant] = []
     for name in [*names, *(["adam"] if "adam" not in names else [])]:
@@ -220,7 +245,10 @@ def run(args: argparse.Namespace) -> int:
     if args.peers:
         variants += [peer_variant(k, task, device, args.amp) for k in every]
     variants.append(hvp_limit_variant(task, device, args.amp))
-    result = summarize(measure(variants, batches, args.steps, args.warmup, device), args, device)
+    median_s, diverged = measure(variants, batches, args.steps, args.warmup, device)
+    result = summarize(median_s, args, device)
+    result["data"] = data
+    result["diverged"] = diverged
     if args.json:
         print(json.dumps(result, indent=2))
     else:

@@ -81,13 +81,26 @@ def random_crop_flip(x: torch.Tensor, generator: torch.Generator, pad: int = 4) 
     return torch.where(flip[:, None, None, None], cropped.flip(3), cropped)
 
 
-class Cifar10Task(TensorClassificationTask):
-    """CIFAR-10 kept as uint8 on the device; normalised and augmented per batch."""
+def random_cifar_like(n: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Random images of CIFAR-10's shape and dtype, for step-time measurement where pixels do not matter."""
+    rng = np.random.default_rng(0)
+    images = rng.integers(0, 256, (n, 3, 32, 32), dtype=np.uint8)
+    labels = rng.integers(0, 10, n)
+    return images, labels, images[: max(1, n // 10)], labels[: max(1, n // 10)]
 
-    def __init__(self, data_dir: str, depth: int = 20, augment: bool = True, **runtime) -> None:
-        train_x, train_y, test_x, test_y = load_cifar10(data_dir)
-        super().__init__(torch.from_numpy(train_x), torch.from_numpy(train_y),
-                         torch.from_numpy(test_x), torch.from_numpy(test_y), **runtime)
+
+class Cifar10Task(TensorClassificationTask):
+    """CIFAR-10 kept as uint8 on the device; normalised and augmented per batch.
+
+    `synthetic_images > 0` ignores `data_dir` and uses that many random images: for `bench perf` timings
+    only, never for accuracy.
+    """
+
+    def __init__(self, data_dir: str, depth: int = 20, augment: bool = True, synthetic_images: int = 0,
+                 **runtime) -> None:
+        arrays = random_cifar_like(synthetic_images) if synthetic_images > 0 else load_cifar10(data_dir)
+        train_x, train_y, test_x, test_y = (torch.from_numpy(a) for a in arrays)
+        super().__init__(train_x, train_y, test_x, test_y, **runtime)
         self.depth = depth
         self.augment = augment
         self.mean = torch.tensor(MEAN, device=self.device).view(1, 3, 1, 1)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pickle
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -44,3 +45,17 @@ def write_cifar10(root: Path, n_train_per_batch: int = 40, n_test: int = 100, se
     with (folder / "batches.meta").open("wb") as f:
         pickle.dump({b"label_names": LABEL_NAMES, b"num_cases_per_batch": n_train_per_batch, b"num_vis": 3072}, f)
     return root
+
+
+def main(argv: list[str]) -> int:
+    """`python -m tests.fixtures cifar10 DIR [TRAIN_PER_BATCH TEST]`: write the fixture for `make ci`."""
+    if len(argv) not in (2, 4) or argv[0] != "cifar10":
+        print("usage: python -m tests.fixtures cifar10 DIR [TRAIN_PER_BATCH TEST]", file=sys.stderr)
+        return 2
+    sizes = [int(v) for v in argv[2:]] or [100, 200]
+    print(write_cifar10(Path(argv[1]), *sizes) / "cifar-10-batches-py")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))
