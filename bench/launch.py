@@ -133,11 +133,11 @@ def dispatch(cfg: DictConfig) -> str:
     return run_here(cfg)
 
 
-def run_guarded(cfg: DictConfig, in_sweep: bool) -> str | None:
-    """A user mistake exits 2 and a preempted run exits 128+signal; in a sweep a crashed run is recorded and
-    the sweep goes on."""
+def run_guarded(cfg: DictConfig, in_sweep: bool, worker: bool = False) -> str | None:
+    """Dispatch (or, in a worker process that a launcher started, run in place). A user mistake exits 2 and a
+    preempted run exits 128+signal; in a sweep a crashed run is recorded and the sweep goes on."""
     try:
-        return dispatch(cfg)
+        return run_here(cfg) if worker else dispatch(cfg)
     except UsageError as exc:
         console.print(f"error: {exc}", highlight=False, markup=False, soft_wrap=True)
         sys.exit(UsageError.exit_code)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import platform
 import socket
 import subprocess
@@ -67,6 +68,7 @@ def environment(device: torch.device, world_size: int) -> dict[str, Any]:
         "cuda": torch.version.cuda if device.type == "cuda" else None,
         "gpu": torch.cuda.get_device_name(device) if device.type == "cuda" else None,
         "world_size": world_size,
+        "cuda_visible_devices": os.environ.get("CUDA_VISIBLE_DEVICES"),
         "git_sha": sha,
         "dirty": dirty,
         "host": socket.gethostname(),

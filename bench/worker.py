@@ -13,7 +13,7 @@ from bench.launch import run_guarded
 def main(argv: list[str]) -> int:
     register_resolvers()
     cfg = OmegaConf.load(argv[0])
-    run_guarded(cfg, in_sweep=False)
+    run_guarded(cfg, in_sweep=False, worker=True)
     return 0
 
 

@@ -186,6 +186,19 @@ def test_launchers_compose(launcher: str) -> None:
         assert cfg.hydra.launcher.signal_delay_s > 0
 
 
+def test_gpus_launcher_pins_one_leased_gpu_per_worker(tmp_path: Path) -> None:
+    """The lease-and-pin path, on CPU: GPU ids come from CUDA_VISIBLE_DEVICES, each run is a worker process
+    started with one of them, and the worker runs in place instead of asking for a lease again."""
+    env = {**os.environ, "CUDA_VISIBLE_DEVICES": "2,3"}
+    proc = subprocess.run([sys.executable, "-m", "bench", "run", "-m", "launcher=gpus", "task=digits",
+                           "optimizer=sgd,adam", "trainer.epochs=1", "trainer.device=cpu", f"paths.runs={tmp_path}"],
+                          cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr
+    records = [json.loads(p.read_text()) for p in tmp_path.glob("default/*/record.json")]
+    assert len(records) == 2 and all(r["status"] == "completed" for r in records)
+    assert {r["env"]["cuda_visible_devices"] for r in records} <= {"2", "3"}
+
+
 def test_submitit_local_sweep_runs_end_to_end(tmp_path: Path) -> None:
     proc = bench("run", "-m", "launcher=slurm_local", "task=digits", "optimizer=sgd,adahessian", "trainer.epochs=1",
                  "trainer.devices=2", "trainer.device=cpu", f"paths.runs={tmp_path}", check=True)
