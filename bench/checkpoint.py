@@ -1,4 +1,5 @@
-"""Per-epoch checkpoints: everything needed for a resumed run to equal an uninterrupted one."""
+"""Checkpoints (every epoch, and mid-epoch on preemption): everything a resumed run needs to equal an
+uninterrupted one."""
 
 from __future__ import annotations
 
@@ -33,8 +34,10 @@ def save_checkpoint(run_dir: Path, payload: dict[str, Any]) -> None:
     write_atomic(run_dir / CHECKPOINT_NAME, lambda f: torch.save(payload, f))
 
 
-def load_checkpoint(run_dir: Path, map_location: torch.device) -> dict[str, Any] | None:
+def load_checkpoint(run_dir: Path) -> dict[str, Any] | None:
+    """Loaded on the CPU: RNG states must stay CPU byte tensors; model and optimizer state follow their
+    parameters to the device when loaded into them."""
     path = run_dir / CHECKPOINT_NAME
     if not path.exists():
         return None
-    return torch.load(path, map_location=map_location, weights_only=False)
+    return torch.load(path, map_location="cpu", weights_only=False)

@@ -10,13 +10,7 @@ import sys
 from collections.abc import Callable
 
 from bench.config import choices, register_resolvers
-from bench.errors import UsageError
-from bench.progress import console
-
-
-def fail(message: str) -> int:
-    console.print(f"error: {message}", highlight=False, markup=False, soft_wrap=True)
-    return UsageError.exit_code
+from bench.errors import UsageError, print_error
 
 
 def cmd_list(_: argparse.Namespace) -> int:
@@ -59,5 +53,6 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return handler(args)
     except UsageError as exc:
-        return fail(str(exc))
+        print_error(str(exc))
+        return UsageError.exit_code
 

@@ -5,12 +5,15 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+import torch
+from hydra import compose, initialize_config_dir
 from omegaconf import DictConfig, OmegaConf
 
 from bench.errors import UsageError
 
 CONF_DIR = Path(os.environ.get("BENCH_CONF_DIR", Path(__file__).resolve().parents[1] / "conf"))
 GROUPS = ("task", "optimizer", "experiment", "trainer", "logger", "launcher", "recipe")
+WANDB_MODES = ("offline", "online", "disabled")
 
 
 def register_resolvers() -> None:
@@ -30,26 +33,44 @@ def choices(group: str) -> list[str]:
     return sorted(p.stem for p in folder.glob("*.yaml")) if folder.is_dir() else []
 
 
-def check_positive(cfg: DictConfig) -> None:
-    """The budget and step size must be positive; say which key and how to fix it."""
-    checks = {
-        "optimizer.lr": cfg.optimizer.get("lr"),
-        "trainer.epochs": cfg.trainer.epochs,
-        "trainer.batch_size": cfg.trainer.batch_size,
-        "trainer.eval_batch_size": cfg.trainer.eval_batch_size,
-    }
-    for key, value in checks.items():
-        if value is None:
-            continue
-        if isinstance(value, bool) or not isinstance(value, (int, float)) or value <= 0:
-            raise UsageError(f"{key}={value}: must be a positive number; e.g. {key}="
-                             f"{'0.1' if key.endswith('lr') else '10'}")
+def compose_config(overrides: list[str]) -> DictConfig:
+    """Compose conf/ as `bench run` would, without running anything."""
+    with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
+        return compose("config", overrides=overrides)
+
+
+def check_config(cfg: DictConfig) -> None:
+    """Everything about a config that can be wrong before any data is read or process started: checked in
+    the launching process, so that N worker processes do not each fail on it."""
+    from bench.optim_factory import is_hessian_optimizer
+
+    lr = cfg.optimizer.get("lr")
+    if lr is not None and (isinstance(lr, bool) or not isinstance(lr, (int, float)) or lr <= 0):
+        raise UsageError(f"optimizer.lr={lr}: must be a positive number; e.g. optimizer.lr=0.1")
     for key, low in (("trainer.epochs", 1), ("trainer.batch_size", 1), ("trainer.eval_batch_size", 1),
-                     ("trainer.devices", 1), ("seed", 0)):
+                     ("trainer.devices", 1), ("trainer.nodes", 1), ("seed", 0)):
         value = OmegaConf.select(cfg, key)
         if not isinstance(value, int) or isinstance(value, bool) or value < low:
-            raise UsageError(f"{key}={value}: must be an integer >= {low}")
+            raise UsageError(f"{key}={value}: must be an integer >= {low}; e.g. {key}={max(low, 10)}")
+    clip = cfg.trainer.grad_clip
+    if isinstance(clip, bool) or not isinstance(clip, (int, float)) or clip < 0:
+        raise UsageError(f"trainer.grad_clip={clip}: must be >= 0 (0 disables clipping)")
     for key, allowed in (("trainer.device", ("auto", "cpu", "cuda")), ("trainer.amp", ("none", "bf16", "fp16"))):
         value = OmegaConf.select(cfg, key)
         if value not in allowed:
             raise UsageError(f"{key}={value}: expected one of {'|'.join(allowed)}")
+    if cfg.logger.name == "wandb" and cfg.logger.mode not in WANDB_MODES:
+        raise UsageError(f"logger.mode={cfg.logger.mode}: expected one of {'|'.join(WANDB_MODES)}")
+    world_size = cfg.trainer.devices * cfg.trainer.nodes
+    if cfg.trainer.batch_size % world_size:
+        raise UsageError(f"trainer.batch_size={cfg.trainer.batch_size}: the global batch must split evenly over "
+                         f"the run's {world_size} processes; use a multiple of {world_size}")
+    cuda = cfg.trainer.device == "cuda" or (cfg.trainer.device == "auto" and torch.cuda.is_available())
+    if cfg.trainer.amp == "fp16" and not cuda:
+        raise UsageError("trainer.amp=fp16 needs CUDA; use trainer.amp=bf16 or none on CPU")
+    if cfg.trainer.amp == "fp16" and is_hessian_optimizer(cfg.optimizer):
+        raise UsageError(f"trainer.amp=fp16 with optimizer={cfg.optimizer.name}: loss scaling would scale the "
+                         "Hessian estimate; use trainer.amp=bf16")
+    if cfg.trainer.sync_bn and world_size > 1 and not cuda:
+        raise UsageError("trainer.sync_bn=true needs CUDA (SyncBatchNorm has no CPU kernel); drop it or use "
+                         "trainer.device=cuda")

@@ -20,7 +20,6 @@ from torch import nn
 from torch._utils import _flatten_dense_tensors, _unflatten_dense_tensors
 from torch.nn.parallel import DistributedDataParallel
 
-from bench.errors import UsageError
 from bench.progress import console
 
 
@@ -35,7 +34,8 @@ def launcher_env() -> tuple[int, int, int] | None:
         job = submitit.JobEnvironment()
         if job.num_tasks > 1:
             env.setdefault("MASTER_ADDR", job.hostnames[0])
-            env.setdefault("MASTER_PORT", str(20_000 + int(str(job.job_id).split("_")[0]) % 20_000))
+            # raw_job_id is unique per task of a job array (job_id is shared by the array's tasks).
+            env.setdefault("MASTER_PORT", str(20_000 + int(job.raw_job_id) % 20_000))
             return job.global_rank, job.local_rank, job.num_tasks
     return None
 
@@ -82,10 +82,7 @@ class Distributed:
     def prepare_model(self, model: nn.Module, sync_bn: bool) -> nn.Module:
         if not self.active:
             return model
-        if sync_bn:
-            if next(model.parameters()).device.type != "cuda":
-                raise UsageError("trainer.sync_bn=true needs CUDA (SyncBatchNorm has no CPU kernel); "
-                                 "drop it or use trainer.device=cuda")
+        if sync_bn:  # CUDA only; check_config says so before a run starts
             model = nn.SyncBatchNorm.convert_sync_batchnorm(model)
         if not self.manual:
             device_ids = [self.local_rank] if next(model.parameters()).device.type == "cuda" else None
@@ -98,7 +95,7 @@ class Distributed:
     def unwrap(self, model: nn.Module) -> nn.Module:
         return model.module if isinstance(model, DistributedDataParallel) else model
 
-    def attach(self, optimizer: torch.optim.Optimizer) -> None:
+    def install_hessian_reduce(self, optimizer: torch.optim.Optimizer) -> None:
         """Give a Hessian optimizer the cross-rank mean of its estimate."""
         if self.active and self.manual and hasattr(optimizer, "hessian_reduce"):
             optimizer.hessian_reduce = self.all_reduce_mean
@@ -115,7 +112,7 @@ class Distributed:
             for t, reduced in zip(group, _unflatten_dense_tensors(flat, group), strict=True):
                 t.copy_(reduced)
 
-    def after_backward(self, model: nn.Module, hessian: bool) -> None:
+    def after_backward(self, model: nn.Module) -> None:
         """Manual path: average the gradients (DDP's hooks do it otherwise) and take rank 0's buffers."""
         if not (self.active and self.manual):
             return

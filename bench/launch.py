@@ -3,98 +3,95 @@
 from __future__ import annotations
 
 import os
+import signal
 import subprocess
 import sys
+import threading
 from pathlib import Path
 
 import hydra
-from hydra import compose, initialize_config_dir
+import torch
 from hydra.core.hydra_config import HydraConfig
 from hydra.core.override_parser.overrides_parser import OverridesParser
 from hydra.errors import HydraException
 from hydra.types import RunMode
-from hydra.utils import get_class
 from omegaconf import DictConfig, OmegaConf
 
-from bench.config import CONF_DIR, GROUPS, check_positive, choices, register_resolvers
+from bench.config import CONF_DIR, GROUPS, check_config, choices, compose_config, register_resolvers
 from bench.distributed import Distributed, launcher_env
-from bench.errors import UsageError
+from bench.errors import UsageError, print_error
 from bench.gpus import gpu_lease, visible_gpus
+from bench.optim_factory import is_hessian_optimizer
 from bench.preemption import Preempted
 from bench.progress import console
 from bench.records import RECORD_NAME, read_record, run_id_of
-from bench.runner import Runner
+from bench.runner import Runner, build_task
 
 CHECKED_GROUPS = tuple(g for g in GROUPS if g != "recipe")
+PREEMPTED_EXIT = 128 + signal.SIGTERM
 
 
-def first_values(overrides: list[str]) -> list[str]:
-    """Validate group choices (every value of a sweep) and return one override per key for composition."""
+def sweep_compositions(overrides: list[str]) -> list[list[str]]:
+    """Check group choices (every value of a sweep) and return the override lists worth composing: the
+    first value of every key, then each further value of each swept key, so no job of a sweep fails on a
+    bad value after others ran."""
     try:
         parsed = OverridesParser.create().parse_overrides(overrides)
     except HydraException as exc:
         raise UsageError(f"cannot parse overrides {' '.join(overrides)}: {str(exc).splitlines()[0]}") from None
-    single = []
+    values: dict[str, list[str]] = {}
     for override in parsed:
         key = override.key_or_group
-        if key.startswith("hydra"):
+        if key.startswith("hydra") or override.is_delete():
             continue
-        if override.is_sweep_override():
-            values = list(override.sweep_string_iterator())
-        else:
-            values = [override.get_value_element_as_str()]
-        if key in CHECKED_GROUPS and not override.is_delete():
+        options = (list(override.sweep_string_iterator()) if override.is_sweep_override()
+                   else [override.get_value_element_as_str()])
+        if key in CHECKED_GROUPS:
             known = choices(key)
-            for value in values:
+            for value in options:
                 if value not in known and value != "null":
                     raise UsageError(f"unknown {key} '{value}'; available: {', '.join(known)} (see `bench list`)")
-        single.append(f"{override.get_key_element()}={values[0]}" if values else override.input_line)
-    return single
+        values[override.get_key_element()] = options
+    first = {key: options[0] for key, options in values.items()}
+    compositions = [[f"{k}={v}" for k, v in first.items()]]
+    for key, options in values.items():
+        compositions += [[f"{k}={value if k == key else v}" for k, v in first.items()] for value in options[1:]]
+    return compositions
 
 
 def describe_composition_error(exc: Exception, overrides: list[str]) -> str:
     """Turn Hydra's multi-line composition error into one line that lists the valid keys."""
-    text = str(exc)
-    first = text.splitlines()[0] if text else type(exc).__name__
-    if first.startswith("Could not override '"):
-        key = first.split("'")[1]
-        parent = key.rpartition(".")[0]
+    first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+    if not first.startswith("Could not override '"):
+        return first
+    key = first.split("'")[1]
+    parent = key.rpartition(".")[0]
+    try:
         base = compose_config([o for o in overrides if not o.lstrip("+~").startswith(key)])
-        section = OmegaConf.select(base, parent) if parent else base
-        known = ", ".join(sorted(section.keys())) if isinstance(section, DictConfig) else "?"
-        return (f"unknown config key '{key}'; {parent or 'the config'} has: {known}. "
-                f"Use +{key}=VALUE to add a key on purpose")
-    return first
-
-
-def compose_config(overrides: list[str]) -> DictConfig:
-    with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
-        return compose("config", overrides=overrides)
+    except HydraException:
+        return f"unknown config key '{key}'. Use +{key}=VALUE to add a key on purpose"
+    section = OmegaConf.select(base, parent) if parent else base
+    known = ", ".join(sorted(section.keys())) if isinstance(section, DictConfig) else "?"
+    return (f"unknown config key '{key}'; {parent or 'the config'} has: {known}. "
+            f"Use +{key}=VALUE to add a key on purpose")
 
 
 def validate(overrides: list[str]) -> None:
-    single = first_values(overrides)
-    try:
-        cfg = compose_config(single)
-    except HydraException as exc:
-        raise UsageError(describe_composition_error(exc, single)) from None
-    check_positive(cfg)
+    for composition in sweep_compositions(overrides):
+        try:
+            cfg = compose_config(composition)
+        except HydraException as exc:
+            raise UsageError(describe_composition_error(exc, composition)) from None
+        check_config(cfg)
 
 
 def is_multirun() -> bool:
     return HydraConfig.initialized() and HydraConfig.get().mode == RunMode.MULTIRUN
 
 
-def hessian_optimizer(cfg: DictConfig) -> bool:
-    try:
-        return hasattr(get_class(cfg.optimizer._target_), "needs_hessian")
-    except Exception:
-        return False
-
-
 def run_here(cfg: DictConfig) -> str:
     """Run in this process, joining the process group of torchrun or submitit if there is one."""
-    dist = Distributed.from_env(cfg.trainer.device, hessian_optimizer(cfg))
+    dist = Distributed.from_env(cfg.trainer.device, is_hessian_optimizer(cfg.optimizer))
     expected = cfg.trainer.devices * cfg.trainer.nodes
     if dist.world_size != expected:
         dist.close()
@@ -108,17 +105,33 @@ def run_here(cfg: DictConfig) -> str:
 
 
 def spawn(cfg: DictConfig, command: list[str], env: dict[str, str] | None = None) -> str:
-    """Run `command` (a worker reading the resolved config) and return the status its record ends with."""
+    """Run `command` (worker processes reading the resolved config) and return the status of its record.
+
+    The config and the data are checked here first, so a mistake is one line from this process rather than
+    one per worker. SIGTERM/SIGINT sent to this process alone are passed on to the workers."""
+    check_config(cfg)
+    build_task(cfg, torch.device("cpu"), Distributed.single())
     run_dir = Path(cfg.paths.runs) / cfg.study / run_id_of(cfg)
     config_path = run_dir / "config.yaml"
     run_dir.mkdir(parents=True, exist_ok=True)
     OmegaConf.save(OmegaConf.to_container(cfg, resolve=True), config_path)
-    proc = subprocess.run([*command, str(config_path)], env={**os.environ, **(env or {})}, check=False)
-    if proc.returncode == UsageError.exit_code:
-        sys.exit(UsageError.exit_code)
+    proc = subprocess.Popen([*command, str(config_path)], env={**os.environ, **(env or {})})
+    forwarded = {}
+    if threading.current_thread() is threading.main_thread():
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            forwarded[sig] = signal.signal(sig, lambda signum, _frame: proc.send_signal(signum))
+    try:
+        code = proc.wait()
+    finally:
+        for sig, handler in forwarded.items():
+            signal.signal(sig, handler)
+    if code == UsageError.exit_code:
+        sys.exit(UsageError.exit_code)  # the worker printed the one-line error
     record = read_record(run_dir / RECORD_NAME) or {}
-    if proc.returncode != 0:
-        raise RuntimeError(f"worker exited with code {proc.returncode}; see {run_dir}")
+    if record.get("status") == "running" and record.get("interrupted"):
+        raise Preempted(record["interrupted"])
+    if code != 0:
+        raise RuntimeError(f"worker exited with code {code}; see {run_dir}")
     return record.get("status", "failed")
 
 
@@ -135,20 +148,19 @@ def dispatch(cfg: DictConfig) -> str:
 
 def run_guarded(cfg: DictConfig, in_sweep: bool, worker: bool = False) -> str | None:
     """Dispatch (or, in a worker process that a launcher started, run in place). A user mistake exits 2 and a
-    preempted run exits 128+signal; in a sweep a crashed run is recorded and the sweep goes on."""
+    preempted run exits 143 (128 + SIGTERM); in a sweep a crashed run is recorded and the sweep goes on."""
     try:
         return run_here(cfg) if worker else dispatch(cfg)
     except UsageError as exc:
-        console.print(f"error: {exc}", highlight=False, markup=False, soft_wrap=True)
+        print_error(str(exc))
         sys.exit(UsageError.exit_code)
     except Preempted as exc:
         console.print(f"preempted: {exc}", highlight=False, markup=False, soft_wrap=True)
-        sys.exit(143)
+        sys.exit(PREEMPTED_EXIT)
     except Exception as exc:
         if not in_sweep:
             raise
-        console.print(f"error: run failed ({type(exc).__name__}: {exc}); the sweep goes on", highlight=False,
-                      markup=False, soft_wrap=True)
+        print_error(f"run failed ({type(exc).__name__}: {exc}); the sweep goes on")
         return "failed"
 
 
@@ -166,7 +178,7 @@ def run_command(args: list[str]) -> int:
     try:
         validate(overrides)
     except UsageError as exc:
-        console.print(f"error: {exc}", highlight=False, markup=False, soft_wrap=True)
+        print_error(str(exc))
         return UsageError.exit_code
     sys.argv = ["bench run", *args]
     hydra_job()

@@ -8,19 +8,18 @@ from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
 
-from bench.errors import UsageError
-
 METRICS_NAME = "metrics.jsonl"
-WANDB_MODES = ("offline", "online", "disabled")
 
 
 class MetricsLog:
-    """Appends one JSON line per event; a resumed run continues the same file."""
+    """Appends one JSON line per evaluation. A resumed run keeps the first `rows` lines (those its checkpoint
+    holds) and drops any written after that checkpoint, so no evaluation appears twice."""
 
-    def __init__(self, run_dir: Path, cfg: DictConfig, run_id: str, resumed: bool) -> None:
+    def __init__(self, run_dir: Path, cfg: DictConfig, run_id: str, rows: int) -> None:
         self.path = run_dir / METRICS_NAME
-        if not resumed:
-            self.path.unlink(missing_ok=True)
+        run_dir.mkdir(parents=True, exist_ok=True)
+        kept = self.path.read_text().splitlines(keepends=True)[:rows] if rows and self.path.exists() else []
+        self.path.write_text("".join(kept))
         self.wandb_run = start_wandb(cfg, run_dir, run_id) if cfg.logger.name == "wandb" else None
 
     def log(self, row: dict[str, Any]) -> None:
@@ -41,8 +40,6 @@ def start_wandb(cfg: DictConfig, run_dir: Path, run_id: str) -> Any:
     import wandb
 
     mode = cfg.logger.mode
-    if mode not in WANDB_MODES:
-        raise UsageError(f"logger.mode={mode}: expected one of {'|'.join(WANDB_MODES)}")
     name = f"{cfg.task.name}-{cfg.optimizer.name}-s{cfg.seed}"
     return wandb.init(project=cfg.logger.project, entity=cfg.logger.entity, mode=mode, dir=str(run_dir),
                       id=run_id, resume="allow", group=cfg.study, name=name,

@@ -72,6 +72,14 @@ def build_optimizer(cfg: DictConfig, param_groups: list[dict[str, Any]], steps_p
         raise UsageError(f"optimizer={cfg.name}: {exc}") from None
 
 
+def is_hessian_optimizer(cfg: DictConfig) -> bool:
+    """Whether the configured optimizer asks for Hessian-vector products (it defines `needs_hessian`)."""
+    try:
+        return hasattr(get_class(cfg._target_), "needs_hessian")
+    except Exception:
+        return False
+
+
 def needs_hessian(optimizer: torch.optim.Optimizer, step: int) -> bool:
     """Whether this step must keep the backward graph for a Hessian-vector product (default: no)."""
     ask = getattr(optimizer, "needs_hessian", None)

@@ -22,9 +22,10 @@ import torch
 from hydra.utils import get_class
 from omegaconf import DictConfig
 
+from bench.config import compose_config
 from bench.distributed import Distributed
 from bench.errors import UsageError
-from bench.launch import compose_config, first_values
+from bench.launch import sweep_compositions
 from bench.optim_factory import build_optimizer, needs_hessian
 from bench.progress import console
 from bench.runner import build_task, resolve_device
@@ -84,7 +85,7 @@ def fresh_model(task: Task, device: torch.device) -> torch.nn.Module:
 def harness_variant(name: str, every: int, task: Task, overrides: list[str], device: torch.device,
                     amp: str) -> Variant:
     cfg = compose_config([*overrides, f"optimizer={name}"])
-    if every > 1:
+    if "update_each" in cfg.optimizer:
         cfg.optimizer.update_each = every
     if "hessian_warmup_epochs" in cfg.optimizer:
         cfg.optimizer.hessian_warmup_epochs = 0
@@ -137,8 +138,9 @@ def hvp_limit_variant(task: Task, device: torch.device, amp: str) -> Variant:
 
 def measure(variants: list[Variant], batches: list[Any], steps: int, warmup: int,
             device: torch.device) -> tuple[dict[str, float], list[str]]:
-    """Median seconds per step of each variant, timed one cycle at a time, round-robin. A variant whose
-    loss turns NaN is dropped (NaN arithmetic would distort its timing) and listed as diverged."""
+    """Median seconds per step of each variant, timed one cycle at a time, round-robin. A variant that stops
+    on a NaN loss (train_step raises Diverged) is dropped, since NaN arithmetic would distort its timing,
+    and listed as diverged."""
     feed = cycle(batches)
     times: dict[str, list[float]] = {v.name: [] for v in variants}
     diverged: list[str] = []
@@ -230,7 +232,7 @@ def run(args: argparse.Namespace) -> int:
     overrides = [f"task={args.task}", f"trainer.batch_size={args.batch_size}", f"trainer.device={args.device}"]
     if args.data_dir:
         overrides.append(f"task.data_dir={args.data_dir}")
-    first_values([*overrides, *(f"optimizer={n}" for n in names)])
+    sweep_compositions([*overrides, *(f"optimizer={n}" for n in names)])
     cfg = compose_config(overrides)
     device = resolve_device(args.device)
     task, data = build_timing_task(cfg, device, args.batch_size)

@@ -43,11 +43,14 @@ class PreemptionGuard:
     def requested(self) -> bool:
         return self.signum is not None
 
+    def describe(self) -> str:
+        return signal.Signals(self.signum).name if self.signum is not None else "a stop signal on another rank"
+
     def hand_over(self) -> None:
-        """After the checkpoint: let the previous handler act (submitit requeues), else stop the run."""
-        signum = self.signum
-        previous = self.previous.get(signum) if signum is not None else None
+        """After the checkpoint: let the previous handler act (submitit requeues), else stop the run. A rank
+        that got no signal itself just stops: its launcher (or rank 0's requeue) restarts it."""
+        previous = self.previous.get(self.signum) if self.signum is not None else None
         self.__exit__()
         if callable(previous):
-            previous(signum, None)
-        raise Preempted(f"stopped by {signal.Signals(signum).name}; checkpoint saved, rerun to resume")
+            previous(self.signum, None)
+        raise Preempted(f"stopped by {self.describe()}; checkpoint saved, rerun to resume")

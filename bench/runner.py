@@ -9,7 +9,6 @@ from __future__ import annotations
 import os
 import random
 import resource
-import signal
 import time
 import warnings
 from dataclasses import asdict, dataclass, field
@@ -23,7 +22,7 @@ from hydra.utils import get_class
 from omegaconf import DictConfig, OmegaConf
 
 from bench.checkpoint import load_checkpoint, restore_rng_state, rng_state, save_checkpoint
-from bench.config import check_positive
+from bench.config import check_config
 from bench.distributed import Distributed
 from bench.errors import UsageError
 from bench.loggers import MetricsLog
@@ -65,8 +64,8 @@ def seed_everything(seed: int, deterministic: bool) -> None:
     torch.manual_seed(seed)
     if deterministic:
         os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
-        torch.use_deterministic_algorithms(True)
-        torch.backends.cudnn.benchmark = False
+    torch.use_deterministic_algorithms(deterministic)  # set both ways: runs of a sweep share a process
+    torch.backends.cudnn.benchmark = False
 
 
 def build_task(cfg: DictConfig, device: torch.device, dist: Distributed) -> Task:
@@ -85,7 +84,8 @@ def build_task(cfg: DictConfig, device: torch.device, dist: Distributed) -> Task
 
 
 def peak_memory_bytes(device: torch.device) -> int:
-    """CUDA: the allocator's peak. CPU: the process's peak resident set (Linux reports KiB)."""
+    """CUDA: the allocator's peak during this run. CPU: the process's peak resident set (Linux reports KiB),
+    which in a sweep run in one process is the peak of all its runs so far."""
     if device.type == "cuda":
         return torch.cuda.max_memory_allocated(device)
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
@@ -95,15 +95,13 @@ class Runner:
     """Owns one run's objects and writes its record; `run()` returns the final status."""
 
     def __init__(self, cfg: DictConfig, dist: Distributed | None = None) -> None:
-        check_positive(cfg)
+        check_config(cfg)
         self.cfg = cfg
         self.dist = dist or Distributed.single()
         self.run_id = run_id_of(cfg)
         self.run_dir = Path(cfg.paths.runs) / cfg.study / self.run_id
         self.label = f"{cfg.task.name}/{cfg.optimizer.name}/seed{cfg.seed}"
         self.device = resolve_device(cfg.trainer.device, self.dist.local_rank)
-        if cfg.trainer.amp == "fp16" and self.device.type != "cuda":
-            raise UsageError("trainer.amp=fp16 needs CUDA; use trainer.amp=bf16 or none on CPU")
 
     def previous_status(self) -> str | None:
         record = read_record(self.run_dir / "record.json")
@@ -117,6 +115,8 @@ class Runner:
                             f"in {self.run_dir} (force=true reruns it)")
             return previous
         seed_everything(cfg.seed, cfg.trainer.deterministic)
+        if self.device.type == "cuda":
+            torch.cuda.reset_peak_memory_stats(self.device)
         task = build_task(cfg, self.device, self.dist)
         model = self.dist.prepare_model(task.build_model().to(self.device), cfg.trainer.sync_bn)
         steps_per_epoch = task.steps_per_epoch()
@@ -125,14 +125,11 @@ class Runner:
                              "lower it")
         optimizer = build_optimizer(cfg.optimizer, task.param_groups(self.dist.unwrap(model)),
                                     steps_per_epoch, seed=cfg.seed + 1_000_003 * self.dist.rank)
-        self.dist.attach(optimizer)
-        if cfg.trainer.amp == "fp16" and hasattr(optimizer, "needs_hessian"):
-            raise UsageError(f"trainer.amp=fp16 with optimizer={cfg.optimizer.name}: loss scaling would "
-                             "scale the Hessian estimate; use trainer.amp=bf16")
+        self.dist.install_hessian_reduce(optimizer)
         schedule = Schedule(optimizer, cfg.trainer.schedule, cfg.trainer.epochs, steps_per_epoch,
                             task.metric.mode)
         state = TrainState()
-        checkpoint = None if cfg.force else load_checkpoint(self.run_dir, self.device)
+        checkpoint = None if cfg.force else load_checkpoint(self.run_dir)
         if checkpoint is not None:
             self.dist.unwrap(model).load_state_dict(checkpoint["model"])
             optimizer.load_state_dict(checkpoint["optimizer"])
@@ -143,14 +140,16 @@ class Runner:
         if cfg.force and self.dist.is_main:
             (self.run_dir / "checkpoint.pt").unlink(missing_ok=True)
         record = self.new_record(task, resumed=checkpoint is not None)
-        log = MetricsLog(self.run_dir, cfg, self.run_id, resumed=checkpoint is not None) if self.dist.is_main else None
+        log = MetricsLog(self.run_dir, cfg, self.run_id, rows=len(state.history)) if self.dist.is_main else None
         self.write(record)
         guard = PreemptionGuard()
+        preempted = False
         try:
             with guard:
                 self.train(task, model, optimizer, schedule, state, steps_per_epoch, record, log, guard)
             record["status"] = "completed"
         except Preempted as exc:
+            preempted = True
             record["interrupted"] = (f"stopped by {exc} at step {state.step}; checkpoint saved, rerun the same "
                                      "command to resume")
         except Diverged as exc:
@@ -164,7 +163,7 @@ class Runner:
             raise
         finally:
             self.finish(record, task, optimizer, state, log)
-        if guard.requested:
+        if preempted:
             guard.hand_over()
         return record["status"]
 
@@ -187,7 +186,7 @@ class Runner:
                         state.wall_s += time.perf_counter() - start
                         state.epoch_loss_sum, state.epoch_items = loss_sum.item(), items
                         self.save_checkpoint(model, optimizer, schedule, state)
-                        raise Preempted(signal.Signals(guard.signum).name)
+                        raise Preempted(guard.describe())
                     try:
                         loss, n = train_step(task, model, optimizer, batch, device=self.device, amp=cfg.amp,
                                              hessian=needs_hessian(optimizer, state.step), scaler=scaler,
@@ -289,6 +288,8 @@ class Runner:
             "peak_mem_bytes": peak_memory_bytes(self.device),
             "optimizer_state_bytes": state_bytes(optimizer),
         }
+        if record["status"] != "completed":
+            record["metric"]["final"] = None  # a run that did not finish has no final result; `best` is real
         record["finished_at"] = now()
         self.write(record)
         if log is not None:

@@ -34,8 +34,9 @@ def train_step(task: Task, model: torch.nn.Module, optimizer: torch.optim.Optimi
     kernels = sdpa_kernel(SDPBackend.MATH) if hessian else contextlib.nullcontext()
     with kernels, autocast(device, amp):
         loss, n = task.loss(model, batch)
-    if not torch.isfinite(loss):
-        raise Diverged(f"loss became {loss.item()}")
+    finite = bool(torch.isfinite(loss))
+    if dist.any(not finite, device):  # decided together, so no rank is left waiting in a collective
+        raise Diverged(f"loss became {loss.item()}" if not finite else "loss diverged on another rank")
     if scaler is not None:
         scaler.scale(loss).backward()
         scaler.unscale_(optimizer)
@@ -43,7 +44,7 @@ def train_step(task: Task, model: torch.nn.Module, optimizer: torch.optim.Optimi
         loss.backward(create_graph=hessian)
     if hessian and hasattr(optimizer, "update_hessian"):
         optimizer.update_hessian()
-    dist.after_backward(model, hessian)
+    dist.after_backward(model)
     if grad_clip > 0:
         torch.nn.utils.clip_grad_norm_(model.parameters(), grad_clip)
     if scaler is not None:

@@ -98,6 +98,8 @@ class Cifar10Task(TensorClassificationTask):
 
     def __init__(self, data_dir: str, depth: int = 20, augment: bool = True, synthetic_images: int = 0,
                  **runtime) -> None:
+        if depth < 8 or (depth - 2) % 6:
+            raise ValueError(f"task.depth={depth}: a CIFAR ResNet has depth 6n+2 (20, 32, 44, 56, 110)")
         arrays = random_cifar_like(synthetic_images) if synthetic_images > 0 else load_cifar10(data_dir)
         train_x, train_y, test_x, test_y = (torch.from_numpy(a) for a in arrays)
         super().__init__(train_x, train_y, test_x, test_y, **runtime)

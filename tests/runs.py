@@ -6,7 +6,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-from bench.launch import compose_config
+from bench.config import compose_config
 from bench.runner import Runner
 
 

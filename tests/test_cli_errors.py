@@ -13,12 +13,18 @@ from tests.conftest import bench
 BAD_OVERRIDES = [
     (["task=imagenet_resnet9"], "unknown task 'imagenet_resnet9'; available: cifar10_resnet20"),
     (["optimizer=lbfgs2"], "unknown optimizer 'lbfgs2'; available: adagrad"),
-    (["-m", "optimizer=sgd,nosuch"], "unknown optimizer 'nosuch'"),
     (["trainer.epoch=3"], "unknown config key 'trainer.epoch'; trainer has: amp, batch_size"),
     (["optimizer.lr=0"], "optimizer.lr=0: must be a positive number"),
     (["optimizer.lr=-0.1"], "optimizer.lr=-0.1: must be a positive number"),
-    (["trainer.epochs=0"], "trainer.epochs=0: must be a positive number"),
-    (["trainer.batch_size=-8"], "trainer.batch_size=-8: must be a positive number"),
+    (["trainer.epochs=0"], "trainer.epochs=0: must be an integer >= 1"),
+    (["trainer.batch_size=-8"], "trainer.batch_size=-8: must be an integer >= 1"),
+    (["trainer.foo=1", "trainer.bar=2"], "unknown config key 'trainer.foo'"),
+    (["-m", "optimizer=sgd", "optimizer.lr=0.1,-1"], "optimizer.lr=-1: must be a positive number"),
+    (["-m", "optimizer=sgd,nosuch"], "unknown optimizer 'nosuch'"),
+    (["launcher=torchrun", "trainer.devices=3", "trainer.batch_size=64"], "must split evenly over the run's 3"),
+    (["trainer.grad_clip=-1"], "trainer.grad_clip=-1: must be >= 0"),
+    (["trainer.amp=fp16", "trainer.device=cpu"], "trainer.amp=fp16 needs CUDA"),
+    (["logger=wandb", "logger.mode=bogus"], "logger.mode=bogus: expected one of offline|online|disabled"),
     (["trainer.epochs=2.5"], "trainer.epochs=2.5: must be an integer >= 1"),
     (["seed=abc"], "seed=abc: must be an integer >= 0"),
     (["trainer.device=tpu"], "trainer.device=tpu: expected one of auto|cpu|cuda"),
@@ -56,6 +62,13 @@ def test_malformed_data_file(tmp_path: Path, cifar_dir: Path, capsys: pytest.Cap
     assert exit_info.value.code == 2
     assert_one_line_error(capsys.readouterr().err, "test_batch: not a CIFAR-10 python pickle")
     assert not any((tmp_path / "runs").rglob("record.json"))
+
+
+def test_bad_resnet_depth(tmp_path: Path, cifar_dir: Path, capsys: pytest.CaptureFixture) -> None:
+    with pytest.raises(SystemExit) as exit_info:
+        main(["run", "task=cifar10_resnet20", f"task.data_dir={cifar_dir}", "task.depth=21", f"paths.runs={tmp_path}"])
+    assert exit_info.value.code == 2
+    assert_one_line_error(capsys.readouterr().err, "task.depth=21: a CIFAR ResNet has depth 6n+2")
 
 
 def test_weight_decay_mode_must_match_the_optimizer(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:

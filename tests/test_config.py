@@ -4,8 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from bench.config import choices
-from bench.launch import compose_config
+from bench.config import choices, compose_config
 from bench.records import run_id_of
 
 PAIRS = [(t, o) for t in choices("task") for o in choices("optimizer")]

@@ -75,9 +75,9 @@ def reduction_worker(rank: int, port: int, out: str) -> None:
     dist = Distributed(rank=rank, local_rank=rank, world_size=2, manual=True)
     model = dist.prepare_model(small_net(), sync_bn=False)
     optimizer = AdaHessian(model.parameters(), seed=100 + rank)
-    dist.attach(optimizer)
+    dist.install_hessian_reduce(optimizer)
     local_gradient_and_estimate(model, optimizer, rank)
-    dist.after_backward(model, hessian=True)
+    dist.after_backward(model)
     torch.save(snapshot(model, optimizer), f"{out}/rank{rank}.pt")
     dist.close()
 

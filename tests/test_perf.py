@@ -32,6 +32,12 @@ def test_missing_cifar_data_falls_back_to_random_tensors(capsys: pytest.CaptureF
     assert "timing on random tensors" in captured.err
 
 
+def test_hessian_every_alone_leaves_first_order_optimizers_alone(capsys: pytest.CaptureFixture) -> None:
+    assert main(["perf", "step-time", "--task", "digits", "--batch-size", "32", "--steps", "1", "--warmup", "0",
+                 "--optimizers", "sgd,adahessian", "--hessian-every", "5", "--json"]) == 0
+    assert set(json.loads(capsys.readouterr().out)["ratios_vs_adam"]) == {"sgd", "adahessian@5"}
+
+
 def test_bad_flags_are_usage_errors(capsys: pytest.CaptureFixture) -> None:
     assert main(["perf", "step-time", "--task", "digits", "--hessian-every", "0"]) == 2
     assert "--hessian-every 0: expected comma-separated positive integers" in capsys.readouterr().err

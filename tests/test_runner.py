@@ -49,6 +49,7 @@ def test_nonfinite_loss_is_recorded_as_diverged(tmp_path: Path) -> None:
     record = run(tmp_path, "optimizer=sgd", "optimizer.lr=1e6", "trainer.epochs=2")
     assert record["status"] == "diverged"
     assert "loss became" in record["error"]
+    assert record["metric"]["final"] is None  # no final result for a run that did not finish
     assert record["cost"]["steps"] < 2 * (1437 // 64)
 
 
@@ -80,6 +81,8 @@ def test_killed_run_resumes_to_the_uninterrupted_record(tmp_path: Path, cifar_di
     resumed = run(runs, *overrides)
     assert resumed["resumed"] == 1
     assert comparable(resumed) == comparable(reference)
+    metrics = (checkpoint.parent / "metrics.jsonl").read_text().splitlines()
+    assert [json.loads(line)["epoch"] for line in metrics] == [row["epoch"] for row in reference["history"]]
 
 
 def test_interrupted_write_leaves_the_old_record_and_no_partial_file(tmp_path: Path) -> None:
