@@ -115,9 +115,9 @@ class Runner:
                             f"in {self.run_dir} (force=true reruns it)")
             return previous
         seed_everything(cfg.seed, cfg.trainer.deterministic)
-        if self.device.type == "cuda":
-            torch.cuda.reset_peak_memory_stats(self.device)
         task = build_task(cfg, self.device, self.dist)
+        if self.device.type == "cuda":  # only once the allocator has been used on the device, else it raises
+            torch.cuda.reset_peak_memory_stats(self.device)
         model = self.dist.prepare_model(task.build_model().to(self.device), cfg.trainer.sync_bn)
         steps_per_epoch = task.steps_per_epoch()
         if steps_per_epoch < 1:
