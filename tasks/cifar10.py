@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pickle
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -97,7 +98,7 @@ class Cifar10Task(TensorClassificationTask):
     """
 
     def __init__(self, data_dir: str, depth: int = 20, augment: bool = True, synthetic_images: int = 0,
-                 **runtime) -> None:
+                 **runtime: Any) -> None:
         if depth < 8 or (depth - 2) % 6:
             raise ValueError(f"task.depth={depth}: a CIFAR ResNet has depth 6n+2 (20, 32, 44, 56, 110)")
         arrays = random_cifar_like(synthetic_images) if synthetic_images > 0 else load_cifar10(data_dir)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import torch
 from sklearn.datasets import load_digits
 from sklearn.model_selection import train_test_split
@@ -13,7 +15,7 @@ from tasks.tensor_data import TensorClassificationTask
 class DigitsTask(TensorClassificationTask):
     """1797 real handwritten digits, a fixed stratified 80/20 split, inputs scaled to [0, 1]."""
 
-    def __init__(self, **runtime) -> None:
+    def __init__(self, **runtime: Any) -> None:
         digits = load_digits()
         x = torch.tensor(digits.images, dtype=torch.float32).unsqueeze(1) / 16.0
         y = torch.tensor(digits.target, dtype=torch.long)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -17,7 +18,7 @@ class TensorClassificationTask(Task):
     metric = Metric("top1", "max", "%")
 
     def __init__(self, train_x: torch.Tensor, train_y: torch.Tensor, test_x: torch.Tensor,
-                 test_y: torch.Tensor, **runtime) -> None:
+                 test_y: torch.Tensor, **runtime: Any) -> None:
         super().__init__(**runtime)
         self.train_x, self.train_y = train_x.to(self.device), train_y.to(self.device)
         self.test_x, self.test_y = test_x.to(self.device), test_y.to(self.device)
