@@ -21,7 +21,7 @@ import torch
 from hydra.utils import get_class
 from omegaconf import DictConfig, OmegaConf
 
-from bench.checkpoint import load_checkpoint, restore_rng_state, rng_state, save_checkpoint
+from bench.checkpoint import CHECKPOINT_NAME, load_checkpoint, restore_rng_state, rng_state, save_checkpoint
 from bench.config import check_config
 from bench.distributed import Distributed
 from bench.errors import UsageError
@@ -29,7 +29,7 @@ from bench.loggers import MetricsLog
 from bench.optim_factory import build_optimizer, needs_hessian, state_bytes
 from bench.preemption import Preempted, PreemptionGuard
 from bench.progress import TrainProgress
-from bench.records import SCHEMA, environment, now, read_record, run_id_of, write_record
+from bench.records import RECORD_NAME, SCHEMA, environment, now, read_record, run_id_of, write_record
 from bench.schedules import Schedule
 from bench.step import Diverged, autocast, train_step
 from tasks.base import Task
@@ -104,7 +104,7 @@ class Runner:
         self.device = resolve_device(cfg.trainer.device, self.dist.local_rank)
 
     def previous_status(self) -> str | None:
-        record = read_record(self.run_dir / "record.json")
+        record = read_record(self.run_dir / RECORD_NAME)
         return record.get("status") if record else None
 
     def run(self) -> str:
@@ -138,7 +138,7 @@ class Runner:
             self.restore_rank_state(checkpoint["ranks"][self.dist.rank], optimizer, state)
             self.dist.print(f"resume {self.label} from step {state.step} ({self.run_dir})")
         if cfg.force and self.dist.is_main:
-            (self.run_dir / "checkpoint.pt").unlink(missing_ok=True)
+            (self.run_dir / CHECKPOINT_NAME).unlink(missing_ok=True)
         record = self.new_record(task, resumed=checkpoint is not None)
         log = MetricsLog(self.run_dir, cfg, self.run_id, rows=len(state.history)) if self.dist.is_main else None
         self.write(record)
@@ -251,7 +251,7 @@ class Runner:
 
     def new_record(self, task: Task, resumed: bool) -> dict[str, Any]:
         cfg = self.cfg
-        previous = read_record(self.run_dir / "record.json") if resumed else None
+        previous = read_record(self.run_dir / RECORD_NAME) if resumed else None
         return {
             "schema": SCHEMA, "run_id": self.run_id, "study": cfg.study, "task": cfg.task.name,
             "optimizer": cfg.optimizer.name, "seed": cfg.seed, "status": "running", "error": None,
