@@ -10,6 +10,7 @@ Hutchinson-based optimizer can cost per refresh step.
 from __future__ import annotations
 
 import argparse
+import copy
 import json
 import statistics
 import time
@@ -26,7 +27,7 @@ from bench.config import compose_config
 from bench.distributed import Distributed
 from bench.errors import UsageError
 from bench.launch import sweep_compositions
-from bench.optim_factory import build_optimizer, needs_hessian
+from bench.optim_factory import build_optimizer, is_hessian_optimizer, needs_hessian
 from bench.progress import console
 from bench.runner import build_task, resolve_device
 from bench.step import Diverged, autocast, train_step
@@ -82,15 +83,16 @@ def fresh_model(task: Task, device: torch.device) -> torch.nn.Module:
     return task.build_model().to(device).train()
 
 
-def harness_variant(name: str, every: int, task: Task, overrides: list[str], device: torch.device,
+def harness_variant(label: str, optimizer_cfg: DictConfig, every: int, task: Task, device: torch.device,
                     amp: str) -> Variant:
-    cfg = compose_config([*overrides, f"optimizer={name}"])
-    if "update_each" in cfg.optimizer:
-        cfg.optimizer.update_each = every
-    if "hessian_warmup_epochs" in cfg.optimizer:
-        cfg.optimizer.hessian_warmup_epochs = 0
+    """An optimizer from conf/ stepped by the runner's own train_step; Hessian ones refresh every `every`."""
+    cfg = copy.deepcopy(optimizer_cfg)
+    if "update_each" in cfg:
+        cfg.update_each = every
+    if "hessian_warmup_epochs" in cfg:
+        cfg.hessian_warmup_epochs = 0
     model = fresh_model(task, device)
-    optimizer = build_optimizer(cfg.optimizer, task.param_groups(model), task.steps_per_epoch(), seed=0)
+    optimizer = build_optimizer(cfg, task.param_groups(model), task.steps_per_epoch(), seed=0)
     steps = iter(range(1 << 62))
 
     def run_cycle(batches: list[Any]) -> None:
@@ -98,7 +100,6 @@ def harness_variant(name: str, every: int, task: Task, overrides: list[str], dev
             train_step(task, model, optimizer, batch, hessian=needs_hessian(optimizer, next(steps)), device=device,
                        amp=amp)
 
-    label = f"{name}@{every}" if hasattr(optimizer, "needs_hessian") else name
     return Variant(label, every, run_cycle)
 
 
@@ -239,11 +240,11 @@ def run(args: argparse.Namespace) -> int:
     batches = list(islice(task.train_batches(0), 8))
     variants: list[Variant] = []
     for name in [*names, *(["adam"] if "adam" not in names else [])]:
-        for k in every:
-            variant = harness_variant(name, k, task, overrides, device, args.amp)
-            variants.append(variant)
-            if "@" not in variant.name:
-                break
+        optimizer_cfg = compose_config([*overrides, f"optimizer={name}"]).optimizer
+        if is_hessian_optimizer(optimizer_cfg):
+            variants += [harness_variant(f"{name}@{k}", optimizer_cfg, k, task, device, args.amp) for k in every]
+        else:
+            variants.append(harness_variant(name, optimizer_cfg, 1, task, device, args.amp))
     if args.peers:
         variants += [peer_variant(k, task, device, args.amp) for k in every]
     variants.append(hvp_limit_variant(task, device, args.amp))
