@@ -158,6 +158,11 @@ class Distributed:
                     f"DDP; each rank draws its own probe, so each refresh averages {self.world_size} samples")
         return f"gradients averaged by DistributedDataParallel over {self.world_size} ranks"
 
-    def close(self) -> None:
+    def close(self, together: bool = False) -> None:
+        """Leave the process group. `together` (only when every rank is known to get here, e.g. after a
+        finished run) first waits for all ranks: tearing gloo down while a peer is still finishing can abort
+        that peer ("terminate called without an active exception")."""
         if self.active and dist.is_initialized():
+            if together:
+                dist.barrier()
             dist.destroy_process_group()

@@ -99,9 +99,12 @@ def run_here(cfg: DictConfig) -> str:
                          f"{expected} processes but this run has {dist.world_size}; use launcher=torchrun "
                          "(one node) or launcher=slurm, or set trainer.devices=1")
     try:
-        return Runner(cfg, dist).run()
-    finally:
-        dist.close()
+        status = Runner(cfg, dist).run()
+    except BaseException:
+        dist.close()  # no barrier: a failing rank's peers may never reach it
+        raise
+    dist.close(together=True)
+    return status
 
 
 def spawn(cfg: DictConfig, command: list[str], env: dict[str, str] | None = None) -> str:
