@@ -33,11 +33,31 @@ def cosine(total_steps: int, warmup_steps: int) -> Callable[[int], float]:
     return factor
 
 
-def warmup_invsqrt(warmup_steps: int) -> Callable[[int], float]:
-    """fairseq's inverse_sqrt: linear warmup to the peak lr, then lr * sqrt(warmup / step)."""
+def warmup_invsqrt(warmup_steps: int, lr: float = 1.0, warmup_init_lr: float | None = None,
+                   min_lr: float = 0.0) -> Callable[[int], float]:
+    """fairseq's inverse_sqrt, as a factor of the peak `lr`: linear warmup, then lr * sqrt(warmup / step).
+
+    With `warmup_init_lr` (fairseq's --warmup-init-lr) update t < warmup runs at
+    warmup_init_lr + t * (lr - warmup_init_lr) / warmup exactly as fairseq's scheduler sets it (update 0 at
+    warmup_init_lr); without it, at lr * (t + 1) / warmup. `min_lr` is a floor. (fairseq 0.8's train.py stops
+    training once lr < --min-lr instead; at the authors' values, lr / min_lr = 1.5e6, inverse_sqrt would need
+    ~2e16 updates to get there, so neither ever acts.)
+    """
     if warmup_steps < 1:
         raise UsageError("trainer.schedule.warmup_steps must be >= 1 for warmup_invsqrt, e.g. 4000")
-    return lambda step: min((step + 1) / warmup_steps, math.sqrt(warmup_steps / (step + 1)))
+    if warmup_init_lr is not None and not 0 <= warmup_init_lr <= lr:
+        raise UsageError(f"trainer.schedule.warmup_init_lr={warmup_init_lr}: must be in [0, lr={lr}]")
+    floor = min_lr / lr
+
+    def factor(step: int) -> float:
+        if warmup_init_lr is None:
+            value = min((step + 1) / warmup_steps, math.sqrt(warmup_steps / (step + 1)))
+        elif step < warmup_steps:
+            value = (warmup_init_lr + step * (lr - warmup_init_lr) / warmup_steps) / lr
+        else:
+            value = math.sqrt(warmup_steps / step)
+        return max(value, floor)
+    return factor
 
 
 class Schedule:
@@ -58,7 +78,9 @@ class Schedule:
         elif name == "cosine":
             self.per_step = LambdaLR(optimizer, cosine(total, cfg.warmup_steps))
         elif name == "warmup_invsqrt":
-            self.per_step = LambdaLR(optimizer, warmup_invsqrt(cfg.warmup_steps))
+            init, floor = cfg.get("warmup_init_lr"), cfg.get("min_lr") or 0.0
+            self.per_step = LambdaLR(optimizer, [warmup_invsqrt(cfg.warmup_steps, group["lr"], init, floor)
+                                                 for group in optimizer.param_groups])
         else:
             raise UsageError(f"trainer.schedule.name={name}: unknown; choose one of {', '.join(SCHEDULES)}")
 
