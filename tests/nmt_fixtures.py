@@ -46,7 +46,7 @@ def write_data_bin_from(text_dir: Path, out: Path) -> Path:
 def write_iwslt_release(out: Path, n_train: int = 300, n_test: int = 20) -> Path:
     """Raw Multi30k sentences in the IWSLT14 release layout (de-en/train.tags.de-en.*, IWSLT14.TED*.xml), with the
     release's tag lines, so prepare_iwslt14 runs end to end on real text."""
-    raw = {lang: gzip.open(multi30k_dir() / f"train.{lang}.gz", "rt", encoding="utf-8").read().splitlines()
+    raw = {lang: gzip.decompress((multi30k_dir() / f"train.{lang}.gz").read_bytes()).decode("utf-8").splitlines()
            for lang in ("de", "en")}
     folder = out / "de-en"
     folder.mkdir(parents=True)

@@ -160,5 +160,5 @@ def test_prepare_iwslt14_runs_the_scripts_steps(tmp_path: Path) -> None:
     assert (out / "code").read_text().count("\n") > 50
     task = make_task(out)
     assert task.data_summary()["sentences"]["test"] == 20
-    with pytest.raises(DataError, match="not a folder or .tgz"):
+    with pytest.raises(DataError, match=r"not a folder or \.tgz"):
         prepare_iwslt14([str(tmp_path / "nowhere"), str(tmp_path / "o")])
