@@ -13,7 +13,9 @@ from collections.abc import Callable
 from bench.errors import UsageError
 
 # name -> "module:function"
-PREPARERS: dict[str, str] = {}
+PREPARERS: dict[str, str] = {
+    "iwslt14": "tasks.nmt.prepare:prepare_iwslt14",
+}
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:

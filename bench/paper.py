@@ -52,6 +52,51 @@ ALIASES: dict[str, tuple[str, ...]] = {"table2": ("cifar10", "imagenet"), "table
                                        "table8": (DELAYED,)}
 
 
+@dataclass(frozen=True)
+class Sweep:
+    """A paper table over one hyperparameter of one task: rows are optimizers, columns the swept values."""
+
+    name: str
+    title: str
+    task: str
+    key: str  # a column of the run frame (bench.recordset)
+    values: tuple[float, ...]
+    optimizers: tuple[str, ...]
+    metric: str = "bleu"
+
+
+# The reference CSV names a swept cell's optimizer `adamw@lr_scale=2`, `adahessian@block_size=32`.
+SWEEPS: dict[str, Sweep] = {sweep.name: sweep for sweep in (
+    Sweep("table6", "Table 6: IWSLT14 test BLEU with the recipe lr scaled (lr_scale)", "iwslt14_transformer",
+          "lr_scale", (0.5, 1.0, 2.0, 5.0, 10.0), ("adamw", "adahessian")),
+    Sweep("table7", "Table 7: IWSLT14 test BLEU by AdaHessian block size", "iwslt14_transformer", "block_size",
+          (1, 2, 4, 8, 16, 32, 64, 128), ("adahessian",)),
+)}
+
+
+def sweep_label(optimizer: str, key: str, value: float) -> str:
+    return f"{optimizer}@{key}={value:g}"
+
+
+def sweep(table: Sweep, runs: pd.DataFrame, reference: pd.DataFrame) -> pd.DataFrame:
+    """One row per (optimizer, value): completed runs, mean ± std of their result, diverged count, the paper's
+    value and ours minus it. Values that ran but the paper lacks are added."""
+    mine = runs[(runs["task"] == table.task) & runs["optimizer"].isin(table.optimizers)]
+    values = sorted(set(table.values) | set(mine[table.key].dropna()))
+    ref = reference[reference["table"] == table.name].set_index("optimizer")["mean"]
+    rows = []
+    for opt in table.optimizers:
+        for value in values:
+            group = mine[(mine["optimizer"] == opt) & (mine[table.key] == value)]
+            done = group.loc[group["status"] == "completed", "final"].dropna()
+            rows.append({"optimizer": opt, "value": value, "n": len(done), "mean": done.mean(),
+                         "std": done.std(ddof=1), "n_diverged": int((group["status"] == "diverged").sum()),
+                         "paper": ref.get(sweep_label(opt, table.key, value), float("nan"))})
+    out = pd.DataFrame(rows)
+    out["diff"] = out["mean"] - out["paper"]
+    return out
+
+
 def load_reference(path: Path = PAPER_CSV) -> pd.DataFrame:
     """The published numbers, one row per (table, task, optimizer, metric)."""
     return pd.read_csv(path)

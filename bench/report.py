@@ -17,7 +17,7 @@ from bench import paper, plots, stats
 from bench.recordset import RecordSet, load
 
 FORMATS = ("md", "latex", "csv", "html")
-SECTIONS = ("summary", "runs", "paired", *paper.LAYOUTS, paper.DELAYED)
+SECTIONS = ("summary", "runs", "paired", *paper.LAYOUTS, paper.DELAYED, *paper.SWEEPS)
 TABLES = (*SECTIONS, *paper.ALIASES, "all")
 # metric or quantity -> (unit, format spec); anything else prints 4 significant digits
 DISPLAY = {"top1": ("%", ".2f"), "accuracy": ("%", ".3f"), "glue": ("", ".2f"), "glue_avg": ("", ".2f"),
@@ -192,6 +192,24 @@ def delayed_section(summary: pd.DataFrame, reference: pd.DataFrame) -> Section:
     return Section("Table 8: delayed Hessian update, accuracy and cost", columns, rows, notes)
 
 
+def sweep_section(table: paper.Sweep, runs: pd.DataFrame, reference: pd.DataFrame) -> Section:
+    """Tables 6 and 7: one row per optimizer, one column per swept value, ours beside the paper's."""
+    df = paper.sweep(table, runs, reference)
+    values = list(dict.fromkeys(df["value"]))
+    rows = []
+    for opt, group in df.groupby("optimizer", sort=False):
+        row = [opt]
+        for c in group.itertuples():
+            ours = mean_std(c.mean, c.std, table.metric) + (f" (n={c.n})" if c.n else "")
+            ours += f" [{c.n_diverged} diverged]" if c.n_diverged else ""
+            row.append(beside_paper(ours, c.paper, c.diff, table.metric))
+        rows.append(row)
+    notes = [f"Columns: config {table.key}. Cells: ours mean ± std over completed runs (the test metric where the "
+             "task has one); diverged runs counted apart; paper value where results/paper/adahessian.csv has it.",
+             "Source: arXiv 2006.00719v2 " + table.title.split(":")[0] + "."]
+    return Section(table.title, ["optimizer", *[f"{table.key}={v:g}" for v in values]], rows, notes)
+
+
 def build(rs: RecordSet, table: str | None) -> list[Section]:
     """The sections `--table` asks for; no table means the summary (and paired deltas where there are any)."""
     ttt = stats.time_to_target(rs.runs, rs.history)
@@ -211,6 +229,8 @@ def build(rs: RecordSet, table: str | None) -> list[Section]:
             sections.append(paired_section(rs.runs, summary))
         elif name == paper.DELAYED:
             sections.append(delayed_section(summary, reference))
+        elif name in paper.SWEEPS:
+            sections.append(sweep_section(paper.SWEEPS[name], rs.runs, reference))
         else:
             layout = paper.LAYOUTS[name]
             sections.append(layout_section(layout, summary, reference))
@@ -340,7 +360,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="summary (default), runs (one line per run, with time to target), paired (seed-paired deltas "
              "with bootstrap CIs), paper layouts cifar10, imagenet (Table 2), nmt (Table 3), lm (Table 4), "
              "glue (Table 5), dlrm (text and Fig. 6), delayed (Table 8, cost); table2|table3|table4|table5|"
-             "fig6|table8 name them by number; all")
+             "fig6|table8 name them by number; table6 (NMT lr scaling), table7 (NMT block size); all")
     parser.add_argument("--format", choices=FORMATS, default="md", help="output format (default md)")
     parser.add_argument("--out", metavar="FILE", help="write here instead of stdout")
     parser.add_argument("--plots", metavar="DIR", help="also write PNG and SVG plots into DIR")
