@@ -51,7 +51,7 @@ class TranslationTask(Task):
     def __init__(self, data_dir: str, source_lang: str, target_lang: str, max_tokens: int = 4096,
                  model: dict[str, Any] | None = None, label_smoothing: float = 0.1, loss_reduction: str = "mean",
                  beam: int = 5, lenpen: float = 1.0, max_len_a: float = 0.0, max_len_b: int = 200,
-                 compound_split: bool = False, valid_bleu: bool = True, eval_max_sentences: int = 128,
+                 compound_split: bool = False, eval_max_sentences: int = 128,
                  synthetic: int = 0, **runtime: Any) -> None:
         super().__init__(**runtime)
         if loss_reduction not in REDUCTIONS:
@@ -67,7 +67,6 @@ class TranslationTask(Task):
         self.max_tokens = max_tokens
         self.decoding = {"beam": beam, "lenpen": lenpen, "max_len_a": max_len_a, "max_len_b": max_len_b}
         self.compound_split = compound_split
-        self.valid_bleu = valid_bleu
         self.eval_max_sentences = eval_max_sentences
         if synthetic > 0:
             self.corpus = synthetic_corpus(synthetic, self.seed)
@@ -126,7 +125,7 @@ class TranslationTask(Task):
                                                     self.label_smoothing, Dictionary.pad)
             total, nll, tokens = total + loss.item(), nll + nll_sum.item(), tokens + batch.ntokens
         metrics = {"loss": total / tokens, "nll_loss": nll / tokens, "ppl": math.exp(min(nll / tokens, 50.0))}
-        metrics["bleu"] = self.bleu(model, "valid", beam=1) if self.valid_bleu else float("nan")
+        metrics["bleu"] = self.bleu(model, "valid", beam=1)
         return metrics
 
     @torch.no_grad()
