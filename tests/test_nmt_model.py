@@ -60,6 +60,17 @@ def tiny_model(attention_dropout: float = 0.0) -> Transformer:
                        attention_dropout=attention_dropout, max_positions=64)
 
 
+def test_incremental_decoding_equals_the_full_decoder() -> None:
+    model = tiny_model().eval()
+    src = torch.tensor([[5, 6, 7, 8, 2], [9, 10, 2, PAD, PAD]])
+    prev = torch.tensor([[2, 11, 12, 13], [2, 14, 15, 16]])
+    memory, mask = model.encode(src)
+    full = model.decode(prev, memory, mask)
+    states = [{} for _ in model.decoder]
+    steps = [model.decode_step(prev[:, t], t, memory, mask, states) for t in range(prev.shape[1])]
+    torch.testing.assert_close(torch.stack(steps, dim=1), full, atol=1e-5, rtol=1e-5)
+
+
 def test_beam_of_one_is_greedy_and_beams_end_in_eos_rules() -> None:
     model = tiny_model().eval()
     src = torch.tensor([[5, 6, 7, 8, 2], [9, 10, 2, PAD, PAD]])

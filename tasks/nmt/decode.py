@@ -16,9 +16,8 @@ def max_length(model: Transformer, src: torch.Tensor, max_len_a: float, max_len_
     return min(int(max_len_a * src.shape[1] + max_len_b), model.max_positions - 1)
 
 
-def step_lprobs(model: Transformer, tokens: torch.Tensor, memory: torch.Tensor, mask: torch.Tensor, step: int,
-                max_len: int) -> torch.Tensor:
-    lprobs = F.log_softmax(model.decode(tokens, memory, mask)[:, -1].float(), dim=-1)
+def step_lprobs(logits: torch.Tensor, step: int, max_len: int) -> torch.Tensor:
+    lprobs = F.log_softmax(logits.float(), dim=-1)
     lprobs[:, Dictionary.pad] = -torch.inf
     if step < 1:  # min_len = 1
         lprobs[:, Dictionary.eos] = -torch.inf
@@ -36,8 +35,10 @@ def greedy(model: Transformer, src: torch.Tensor, max_len_a: float = 0.0, max_le
     max_len = max_length(model, src, max_len_a, max_len_b)
     tokens = torch.full((src.shape[0], 1), Dictionary.eos, dtype=torch.long, device=src.device)
     finished = torch.zeros(src.shape[0], dtype=torch.bool, device=src.device)
+    states: list[dict[str, torch.Tensor]] = [{} for _ in model.decoder]
     for step in range(max_len + 1):
-        nxt = step_lprobs(model, tokens, memory, mask, step, max_len).argmax(-1)
+        logits = model.decode_step(tokens[:, -1], step, memory, mask, states)
+        nxt = step_lprobs(logits, step, max_len).argmax(-1)
         nxt = torch.where(finished, torch.full_like(nxt, Dictionary.pad), nxt)
         tokens = torch.cat([tokens, nxt[:, None]], dim=1)
         finished |= nxt.eq(Dictionary.eos)
@@ -57,8 +58,9 @@ def beam_search(model: Transformer, src: torch.Tensor, beam: int = 5, lenpen: fl
     tokens = torch.full((bsz * beam, 1), Dictionary.eos, dtype=torch.long, device=src.device)
     scores = torch.zeros(bsz * beam, device=src.device)
     finished: list[list[tuple[float, list[int]]]] = [[] for _ in range(bsz)]
+    states: list[dict[str, torch.Tensor]] = [{} for _ in model.decoder]
     for step in range(max_len + 1):
-        lprobs = step_lprobs(model, tokens, memory, mask, step, max_len)
+        lprobs = step_lprobs(model.decode_step(tokens[:, -1], step, memory, mask, states), step, max_len)
         vocab = lprobs.shape[1]
         cand = (scores[:, None] + lprobs).view(bsz, beam, vocab)
         if step == 0:  # all beams are the same `</s>` prefix: expand the first only
@@ -86,6 +88,8 @@ def beam_search(model: Transformer, src: torch.Tensor, beam: int = 5, lenpen: fl
         if all(len(f) >= beam for f in finished):
             break
         rows = torch.tensor(keep_rows, device=src.device)
+        for state in states:  # beams move within their sentence, so the encoder projections stay in place
+            state["k"], state["v"] = state["k"][rows], state["v"][rows]
         tokens = torch.cat([tokens[rows], torch.tensor(keep_tokens, device=src.device)[:, None]], dim=1)
         scores = torch.tensor(keep_scores, device=src.device)
     return [max(f, key=lambda h: h[0])[1] if f else [] for f in finished]

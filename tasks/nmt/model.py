@@ -49,13 +49,19 @@ class Attention(nn.Module):
         for proj in (self.q, self.k, self.v, self.out):
             nn.init.zeros_(proj.bias)
 
-    def forward(self, x: torch.Tensor, memory: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-        """`mask` is boolean, True where a query may attend, broadcastable to (B, heads, T, S)."""
+    def project(self, x: torch.Tensor, proj: nn.Linear) -> torch.Tensor:
+        """(B, T, dim) -> (B, heads, T, dim / heads)."""
         b, t, d = x.shape
-        split = lambda y: y.view(b, y.shape[1], self.heads, d // self.heads).transpose(1, 2)  # noqa: E731
-        out = F.scaled_dot_product_attention(split(self.q(x)), split(self.k(memory)), split(self.v(memory)),
-                                             attn_mask=mask, dropout_p=self.dropout if self.training else 0.0)
-        return self.out(out.transpose(1, 2).reshape(b, t, d))
+        return proj(x).view(b, t, self.heads, d // self.heads).transpose(1, 2)
+
+    def attend(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
+        """`mask` is boolean, True where a query may attend, broadcastable to (B, heads, T, S)."""
+        out = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=self.dropout if self.training else 0.0)
+        b, _, t, _ = out.shape
+        return self.out(out.transpose(1, 2).reshape(b, t, -1))
+
+    def forward(self, x: torch.Tensor, memory: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        return self.attend(self.project(x, self.q), self.project(memory, self.k), self.project(memory, self.v), mask)
 
 
 def linear(n_in: int, n_out: int) -> nn.Linear:
@@ -106,6 +112,23 @@ class DecoderLayer(nn.Module):
         x = x + F.dropout(self.self_attn(h, h, self_mask), self.dropout, self.training)
         x = x + F.dropout(self.cross_attn(self.cross_norm(x), memory, memory_mask), self.dropout, self.training)
         return x + F.dropout(self.ffn(self.ffn_norm(x)), self.dropout, self.training)
+
+    def step(self, x: torch.Tensor, memory: torch.Tensor, memory_mask: torch.Tensor,
+             state: dict[str, torch.Tensor]) -> torch.Tensor:
+        """One decoding position (inference): appends its keys and values to `state` (fairseq's incremental
+        state) and reuses the projected encoder states kept there."""
+        h = self.self_norm(x)
+        attn = self.self_attn
+        for name, proj in (("k", attn.k), ("v", attn.v)):
+            new = attn.project(h, proj)
+            state[name] = new if name not in state else torch.cat([state[name], new], dim=2)
+        x = x + attn.attend(attn.project(h, attn.q), state["k"], state["v"], None)
+        cross = self.cross_attn
+        if "memory_k" not in state:
+            state["memory_k"], state["memory_v"] = cross.project(memory, cross.k), cross.project(memory, cross.v)
+        x = x + cross.attend(cross.project(self.cross_norm(x), cross.q), state["memory_k"], state["memory_v"],
+                             memory_mask)
+        return x + self.ffn(self.ffn_norm(x))
 
 
 def embedding(vocab: int, dim: int, pad: int) -> nn.Embedding:
@@ -158,6 +181,17 @@ class Transformer(nn.Module):
             x = layer(x, memory, causal, memory_mask)
         weight = self.tgt_embed.weight if self.out_proj is None else self.out_proj
         return F.linear(self.decoder_norm(x), weight)
+
+    def decode_step(self, tokens: torch.Tensor, step: int, memory: torch.Tensor, memory_mask: torch.Tensor,
+                    states: list[dict[str, torch.Tensor]]) -> torch.Tensor:
+        """Logits (B, V) for decoder position `step` given its input tokens (B,), the earlier positions being in
+        `states` (one dict per layer; reorder their "k"/"v" rows when beams are reordered)."""
+        position = self.positions[self.pad + 1 + step]
+        x = F.dropout(self.scale * self.tgt_embed(tokens[:, None]) + position, self.dropout, self.training)
+        for layer, state in zip(self.decoder, states, strict=True):
+            x = layer.step(x, memory, memory_mask, state)
+        weight = self.tgt_embed.weight if self.out_proj is None else self.out_proj
+        return F.linear(self.decoder_norm(x[:, 0]), weight)
 
     def forward(self, src: torch.Tensor, prev: torch.Tensor) -> torch.Tensor:
         memory, mask = self.encode(src)
