@@ -19,10 +19,7 @@ class Batch:
     prev: torch.Tensor
     target: torch.Tensor
     ids: torch.Tensor  # sentence indices in the split, for putting hypotheses back in order
-
-    @property
-    def ntokens(self) -> int:
-        return int(self.target.ne(Dictionary.pad).sum())
+    ntokens: int  # non-padding target tokens, counted on the host so no step waits for the device
 
 
 def ordered_indices(src_lens: np.ndarray, tgt_lens: np.ndarray, seed: int) -> np.ndarray:
@@ -69,7 +66,8 @@ def collate(src: list[np.ndarray], tgt: list[np.ndarray], ids: np.ndarray, devic
         p[row, 0] = eos
         p[row, 1:len(tgt[i])] = tgt[i][:-1]
     as_tensor = lambda a: torch.from_numpy(a).to(device, non_blocking=True)  # noqa: E731
-    return Batch(as_tensor(s), as_tensor(p), as_tensor(t), torch.from_numpy(np.asarray(ids, dtype=np.int64)))
+    return Batch(as_tensor(s), as_tensor(p), as_tensor(t), torch.from_numpy(np.asarray(ids, dtype=np.int64)),
+                 int(sum(len(tgt[i]) for i in ids)))
 
 
 class TokenBatches:
