@@ -73,7 +73,7 @@ def build_task(cfg: DictConfig, device: torch.device, dist: Distributed) -> Task
     kwargs = OmegaConf.to_container(cfg.task, resolve=True)
     assert isinstance(kwargs, dict)
     cls = get_class(kwargs.pop("_target_"))
-    for key in ("name", "target"):
+    for key in ("name", "target", "routes"):
         kwargs.pop(key, None)
     try:
         return cls(**kwargs, device=device, batch_size=cfg.trainer.batch_size,
@@ -124,7 +124,8 @@ class Runner:
             raise UsageError(f"trainer.batch_size={cfg.trainer.batch_size}: larger than the training set; "
                              "lower it")
         optimizer = build_optimizer(cfg.optimizer, task.param_groups(self.dist.unwrap(model)),
-                                    steps_per_epoch, seed=cfg.seed + 1_000_003 * self.dist.rank)
+                                    steps_per_epoch, seed=cfg.seed + 1_000_003 * self.dist.rank,
+                                    routes=cfg.task.get("routes"))
         self.dist.install_hessian_reduce(optimizer)
         schedule = Schedule(optimizer, cfg.trainer.schedule, cfg.trainer.epochs, steps_per_epoch,
                             task.metric.mode)
@@ -140,6 +141,8 @@ class Runner:
         if cfg.force and self.dist.is_main:
             (self.run_dir / CHECKPOINT_NAME).unlink(missing_ok=True)
         record = self.new_record(task, resumed=checkpoint is not None)
+        if hasattr(optimizer, "param_routing"):
+            record["param_routing"] = optimizer.param_routing
         log = MetricsLog(self.run_dir, cfg, self.run_id, rows=len(state.history)) if self.dist.is_main else None
         self.write(record)
         guard = PreemptionGuard()
