@@ -179,14 +179,14 @@ def test_missing_empty_and_foreign_data_are_one_line_errors(tmp_path: Path) -> N
         ensure_prepared(tmp_path / "nowhere", quiet=True)
     (tmp_path / "other").mkdir()
     (tmp_path / "other" / "data.csv").write_text("a,b\n")
-    with pytest.raises(DataError, match="holds no train.txt"):
+    with pytest.raises(DataError, match=r"holds no train\.txt"):
         ensure_prepared(tmp_path / "other", quiet=True)
     (tmp_path / "empty").mkdir()
     (tmp_path / "empty" / "train.txt").write_text("")
     with pytest.raises(DataError, match="empty file"):
         ensure_prepared(tmp_path / "empty", quiet=True)
     write_train(tmp_path / "csv", ["0,1,2,3"])
-    with pytest.raises(DataError, match="train.txt:1: 1 tab-separated fields, expected 40"):
+    with pytest.raises(DataError, match=r"train\.txt:1: 1 tab-separated fields, expected 40"):
         ensure_prepared(tmp_path / "csv", quiet=True)
 
 
@@ -205,7 +205,7 @@ def test_torchrec_layout_is_read_in_place(tmp_path: Path) -> None:
         np.save(tmp_path / f"day_{day}_sparse.npy", rng.integers(-2**31, 2**31, (10, 26)).astype(np.int32))
         np.save(tmp_path / f"day_{day}_labels.npy", np.full((10, 1), day % 2, dtype=np.int32))
     assert find_torchrec(tmp_path) == [f"day_{d}" for d in range(7)]
-    with pytest.raises(DataError, match="task.max_ind_range"):
+    with pytest.raises(DataError, match=r"task\.max_ind_range"):
         load_torchrec(tmp_path, -1)
     data = load_torchrec(tmp_path, 1000)
     assert data.splits == {"train": (0, 60), "test": (60, 65), "val": (65, 70)}
