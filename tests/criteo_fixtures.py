@@ -29,14 +29,14 @@ def kaggle_line(label: int, dense: list[str], ids: list[str]) -> str:
 
 
 def learnable_rows(n: int, seed: int = 0) -> list[str]:
-    """Rows whose click depends on C1 and I1, so a model can lower the loss; ids are 8 hex digits, some >= 2**31,
-    some fields empty."""
+    """Rows whose click follows I1 (and C1, which tracks it), so a model can lower the loss; ids are 8 hex digits,
+    some >= 2**31, some fields empty."""
     rng = np.random.default_rng(seed)
     lines = []
     for _ in range(n):
-        c1 = int(rng.integers(0, 4))
         i1 = int(rng.integers(0, 20))
-        label = int(rng.random() < (0.85 if (c1 < 2) == (i1 < 10) else 0.1))
+        c1 = int(rng.integers(0, 2)) + 2 * (i1 >= 10)
+        label = int(rng.random() < (0.9 if i1 < 10 else 0.1))
         dense = [str(i1)] + [("" if rng.random() < 0.2 else str(int(rng.integers(-2, 50)))) for _ in range(12)]
         ids = [f"{0x80000000 + c1:08x}"] + [("" if rng.random() < 0.1 else f"{int(rng.integers(0, 6)) * 0x1234567:08x}")
                                             for _ in range(25)]
