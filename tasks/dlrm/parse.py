@@ -28,6 +28,7 @@ FIELD_NAMES = ["label", *(f"I{i}" for i in range(1, N_DENSE + 1)), *(f"C{i}" for
 MISSING_ID = -1
 MAX_COUNT_DIGITS = 18  # fits int64
 MAX_ID_DIGITS = 15  # 16**15 fits int64
+PAD = 32  # zero bytes before a block, so a field's fixed-width window never starts before the buffer
 BLOCK_BYTES = 64 << 20
 TAB, LF, CR, MINUS = 9, 10, 13, 45
 LAYOUT = ("expected Criteo Kaggle train.txt lines: label (0/1), 13 integer counts I1..I13 and 26 hex ids C1..C26, "
@@ -108,30 +109,42 @@ def _keep_lines(buf: np.ndarray, line_ends: np.ndarray, keep: np.ndarray) -> np.
     return buf[np.repeat(keep, lengths)]
 
 
-def _numbers(buf: np.ndarray, ends: np.ndarray, lengths: np.ndarray, table: np.ndarray, base: int,
+def _numbers(padded: np.ndarray, ends: np.ndarray, lengths: np.ndarray, table: np.ndarray, base: int,
              ) -> tuple[np.ndarray, np.ndarray]:
-    """Values of one column of digit strings ending at `ends` (exclusive), and a bad-row mask.
+    """Values of one column of digit strings ending at `ends` (exclusive, in `padded`), and a bad-row mask.
 
-    Horner's rule from the most significant possible digit: positions before a field's first digit add 0.
+    Each field's last `width` bytes are gathered as one row of a sliding-window view, digits left of the field's
+    start are zeroed, and the place values are summed with a float64 matrix product, exact below 2**53
+    (wider fields take an int64 Horner loop). Fields longer than PAD bytes are bad.
     """
+    too_long = lengths > PAD
+    lengths = np.minimum(lengths, PAD)
+    width = max(int(lengths.max(initial=0)), 1)
+    windows = np.lib.stride_tricks.sliding_window_view(padded, width)
+    digits = table[windows[ends - width]]
+    digits[np.arange(width) < (width - lengths)[:, None]] = 0
+    bad = (digits < 0).any(axis=1) | too_long
+    if base ** width < 2**53:
+        powers = float(base) ** np.arange(width - 1, -1, -1)
+        return (digits.astype(np.float64) @ powers).astype(np.int64), bad
     value = np.zeros(len(ends), dtype=np.int64)
-    bad = np.zeros(len(ends), dtype=bool)
-    for k in range(max(int(lengths.max(initial=0)), 1), 0, -1):
-        used = lengths >= k
-        digit = table[buf[np.maximum(ends - k, 0)]]
-        bad |= used & (digit < 0)
-        value *= base
-        value += np.where(used, digit, 0)
+    for k in range(width):
+        value = value * base + np.maximum(digits[:, k], 0)
     return value, bad
+
+
+def _delimiters(buf: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Positions of every tab and LF, of the LFs (line ends), and each line's field count: one scan."""
+    delims = np.flatnonzero((buf == TAB) | (buf == LF))
+    lf_index = np.flatnonzero(buf[delims] == LF)
+    return delims, delims[lf_index], np.diff(lf_index, prepend=-1)
 
 
 def parse_block(buf: np.ndarray, first_line: int, path: Path, skip_bad_lines: bool) -> Block:
     """Parse whole lines; a bad line raises a DataError naming it, or is dropped when `skip_bad_lines`."""
-    line_ends = np.flatnonzero(buf == LF)
+    delims, line_ends, fields = _delimiters(buf)
     n_lines = len(line_ends)
     line_numbers = first_line + np.arange(n_lines)
-    tabs_before = np.searchsorted(np.flatnonzero(buf == TAB), line_ends)
-    fields = np.diff(tabs_before, prepend=0) + 1
     good = fields == N_FIELDS
     if not good.all():
         if not skip_bad_lines:
@@ -140,46 +153,50 @@ def parse_block(buf: np.ndarray, first_line: int, path: Path, skip_bad_lines: bo
                               f"{fields[first]} tab-separated fields, expected {N_FIELDS}")
         buf = _keep_lines(buf, line_ends, good)
         line_numbers = line_numbers[good]
-        line_ends = np.flatnonzero(buf == LF)
+        delims, line_ends, _ = _delimiters(buf)
     n = len(line_ends)
-    delims = np.flatnonzero((buf == TAB) | (buf == LF)).reshape(n, N_FIELDS)
-    starts = np.empty_like(delims)
-    starts[:, 0] = np.concatenate(([0], line_ends[:-1] + 1))
-    starts[:, 1:] = delims[:, :-1] + 1
-    ends = delims.copy()
-    crlf = (ends[:, -1] > starts[:, -1]) & (buf[np.maximum(ends[:, -1] - 1, 0)] == CR)
-    ends[:, -1] -= crlf
+    # Field-major (26 + 14 contiguous rows of n), so each column's arithmetic runs on contiguous memory.
+    ends = np.ascontiguousarray(delims.reshape(n, N_FIELDS).T)
+    starts = np.empty_like(ends)
+    starts[0, 0] = 0
+    starts[0, 1:] = line_ends[:-1] + 1
+    starts[1:] = ends[:-1] + 1
+    crlf = (ends[-1] > starts[-1]) & (buf[np.maximum(ends[-1] - 1, 0)] == CR)
+    ends[-1] -= crlf
     lengths = ends - starts
+    padded = np.concatenate((np.zeros(PAD, dtype=np.uint8), buf))
+    ends_padded = ends + PAD
 
     bad_rows = np.zeros(n, dtype=bool)
     reasons: list[tuple[np.ndarray, str]] = []
 
-    label_len = lengths[:, 0]
-    label_char = buf[starts[:, 0]]
+    label_len = lengths[0]
+    label_char = buf[starts[0]]
     bad = (label_len != 1) | ((label_char != ord("0")) & (label_char != ord("1")))
     reasons.append((bad, "label must be 0 or 1"))
     labels = (label_char == ord("1")).astype(np.float32)
 
-    dense = np.zeros((n, N_DENSE), dtype=np.float32)
+    dense = np.zeros((N_DENSE, n), dtype=np.float32)
     for j in range(N_DENSE):
         col = 1 + j
-        negative = (lengths[:, col] > 0) & (buf[starts[:, col]] == MINUS)
-        digits = lengths[:, col] - negative
-        values, bad = _numbers(buf, ends[:, col], digits, DECIMAL, 10)
+        negative = (lengths[col] > 0) & (buf[starts[col]] == MINUS)
+        digits = lengths[col] - negative
+        values, bad = _numbers(padded, ends_padded[col], digits, DECIMAL, 10)
         bad |= (negative & (digits == 0)) | (digits > MAX_COUNT_DIGITS)
         reasons.append((bad, f"{FIELD_NAMES[col]} must be an integer count (or empty)"))
         values[negative] = 0
-        dense[:, j] = values
-    dense = np.log(dense + np.float32(1))
+        dense[j] = values
+    dense = np.log(dense.T + np.float32(1))
 
-    ids = np.empty((n, N_SPARSE), dtype=np.int64)
+    ids = np.empty((N_SPARSE, n), dtype=np.int64)
     for j in range(N_SPARSE):
         col = 1 + N_DENSE + j
-        values, bad = _numbers(buf, ends[:, col], lengths[:, col], HEX, 16)
-        bad |= lengths[:, col] > MAX_ID_DIGITS
+        values, bad = _numbers(padded, ends_padded[col], lengths[col], HEX, 16)
+        bad |= lengths[col] > MAX_ID_DIGITS
         reasons.append((bad, f"{FIELD_NAMES[col]} must be a hex id of at most {MAX_ID_DIGITS} digits (or empty)"))
-        values[lengths[:, col] == 0] = MISSING_ID
-        ids[:, j] = values
+        values[lengths[col] == 0] = MISSING_ID
+        ids[j] = values
+    ids = ids.T
 
     for bad, _ in reasons:
         bad_rows |= bad
