@@ -155,6 +155,9 @@ def parse_block(buf: np.ndarray, first_line: int, path: Path, skip_bad_lines: bo
         line_numbers = line_numbers[good]
         delims, line_ends, _ = _delimiters(buf)
     n = len(line_ends)
+    if n == 0:
+        return Block(np.zeros(0, np.float32), np.zeros((0, N_DENSE), np.float32), np.zeros((0, N_SPARSE), np.int64),
+                     n_lines, n_lines)
     # Field-major (26 + 14 contiguous rows of n), so each column's arithmetic runs on contiguous memory.
     ends = np.ascontiguousarray(delims.reshape(n, N_FIELDS).T)
     starts = np.empty_like(ends)
