@@ -14,6 +14,7 @@ from tasks.base import DataError
 from tasks.dlrm.parse import MISSING_ID, Block, parse_file
 from tasks.dlrm.prepare import ensure_prepared, prepare_criteo, split_sizes
 from tasks.dlrm.torchrec import find_torchrec, load_torchrec
+from tests.conftest import bench
 from tests.criteo_fixtures import kaggle_line, learnable_rows, real_sample, write_train
 
 EMPTY13, EMPTY26 = [""] * 13, [""] * 26
@@ -214,3 +215,16 @@ def test_torchrec_layout_is_read_in_place(tmp_path: Path) -> None:
     raw = np.load(tmp_path / "day_6_sparse.npy")[5]
     np.testing.assert_array_equal(data.sparse[np.array([65])][0], np.mod(raw.astype(np.int64), 1000))
     np.testing.assert_array_equal(data.dense[slice(10, 12)], np.load(tmp_path / "day_1_dense.npy")[:2])
+
+
+def test_bench_data_prepare_command(tmp_path: Path) -> None:
+    folder = write_train(tmp_path / "good", learnable_rows(21))
+    done = bench("data", "prepare", "criteo_dlrm", str(folder), "--workers", "1")
+    assert done.returncode == 0, done.stderr
+    assert json.loads(done.stdout)["split"] == {"train": 18, "test": 2, "val": 1}
+    assert "lines/s" in done.stderr and (folder / ".bench-cache" / "criteo_kaggle_v1_full" / "manifest.json").exists()
+    bad = write_train(tmp_path / "bad", [*learnable_rows(2), "1\tzz"])
+    failed = bench("data", "prepare", "criteo_dlrm", str(bad))
+    assert failed.returncode == 2
+    assert failed.stderr.strip().splitlines() == [failed.stderr.strip()]
+    assert failed.stderr.startswith("error: ") and "train.txt:3: 2 tab-separated fields" in failed.stderr

@@ -53,6 +53,9 @@ def test_hybrid_run_lowers_the_loss_and_records_the_routing(tmp_path: Path, crit
     metrics = record["history"][-1]["metrics"]
     assert set(metrics) == {"accuracy", "roc_auc", "logloss"}
     assert record["metric"]["name"] == "accuracy" and record["metric"]["final"] == metrics["accuracy"]
+    assert set(record["test"]) == set(metrics) and record["metric"]["test"] == record["test"]["accuracy"]
+    assert record["data"]["split"] == {"train": 600, "test": 50, "val": 50} and record["data"]["skipped_lines"] == 0
+    assert record["cost"]["throughput_unit"] == "examples" and record["cost"]["items_per_s"] > 0
     routing = record["param_routing"]
     assert routing["embeddings"] == {"optimizer": "adagrad", "n_tensors": 26,
                                      "n_params": 4 * sum(record_table_sizes(criteo_dir))}
