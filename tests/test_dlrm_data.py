@@ -228,3 +228,13 @@ def test_bench_data_prepare_command(tmp_path: Path) -> None:
     assert failed.returncode == 2
     assert failed.stderr.strip().splitlines() == [failed.stderr.strip()]
     assert failed.stderr.startswith("error: ") and "train.txt:3: 2 tab-separated fields" in failed.stderr
+
+
+@pytest.mark.slow
+def test_worker_processes_give_the_same_cache(tmp_path: Path) -> None:
+    folder = write_train(tmp_path, learnable_rows(3000))
+    one = ensure_prepared(folder, tmp_path / "one", quiet=True, workers=1, block_bytes=50_000)
+    two = ensure_prepared(folder, tmp_path / "two", quiet=True, workers=2, block_bytes=50_000)
+    assert one.manifest["table_sizes"] == two.manifest["table_sizes"] and two.manifest["workers"] == 2
+    for name in ("labels", "dense", "sparse"):
+        np.testing.assert_array_equal(load(one, name), load(two, name))
