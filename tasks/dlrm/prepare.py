@@ -272,6 +272,10 @@ def ensure_prepared(data_dir: str | Path, cache_dir: str | Path | None = None, m
         if not quiet and manifest is not None:
             print(f"{source} changed since {folder} was built; preparing it again", file=sys.stderr)
         manifest = build_cache(source, tmp, max_ind_range, skip_bad_lines, quiet, block_bytes, workers)
+        theirs = read_manifest(folder)
+        if is_current(theirs, source, max_ind_range):  # another run of a sweep finished first: use its cache
+            assert theirs is not None
+            return Prepared(folder, theirs)
         if folder.exists():
             old = root / f".tmp-{os.getpid()}-old-{uuid.uuid4().hex[:8]}"
             folder.rename(old)
