@@ -172,3 +172,9 @@ def test_reference_shapes() -> None:
     assert out.shape == (3,)
     with pytest.raises(ValueError, match="embedding_dim"):
         DLRM([10] * 26, [13, 8], [8, 1], embedding_dim=16)
+
+
+def test_multi_process_runs_are_refused_not_wrong(criteo_dir: Path) -> None:
+    with pytest.raises(ValueError, match=r"trainer\.devices=1"):
+        CriteoDLRMTask(str(criteo_dir), device=torch.device("cpu"), batch_size=32, eval_batch_size=64, seed=0,
+                       rank=0, world_size=2)

@@ -90,6 +90,10 @@ class CriteoDLRMTask(Task):
                  skip_bad_lines: bool = False, shuffle: str = "total", synthetic: int = 0,
                  prepare_workers: int = 0, model: dict[str, Any] | None = None, **runtime: Any) -> None:
         super().__init__(**runtime)
+        if self.world_size > 1:
+            raise ValueError(f"task=criteo_dlrm with {self.world_size} processes: not supported yet (the sparse "
+                             "embedding gradients are not reduced across ranks, so runs would be wrong); "
+                             "use trainer.devices=1")
         if shuffle not in SHUFFLES:
             raise ValueError(f"task.shuffle={shuffle}: expected one of {', '.join(SHUFFLES)}")
         self.model_cfg = {**DEFAULT_MODEL, **(model or {})}
