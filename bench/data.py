@@ -13,7 +13,9 @@ from collections.abc import Callable
 from bench.errors import UsageError
 
 # name -> "module:function"
-PREPARERS: dict[str, str] = {}
+PREPARERS: dict[str, str] = {
+    "criteo_dlrm": "tasks.dlrm.prepare:prepare_criteo",
+}
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:

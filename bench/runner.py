@@ -186,7 +186,8 @@ class Runner:
             raise UsageError(f"trainer.batch_size={cfg.trainer.batch_size}: larger than the training set; "
                              "lower it")
         optimizer = build_optimizer(cfg.optimizer, task.param_groups(self.dist.unwrap(model)),
-                                    steps_per_epoch, seed=cfg.seed + 1_000_003 * self.dist.rank)
+                                    steps_per_epoch, seed=cfg.seed + 1_000_003 * self.dist.rank,
+                                    routes=cfg.task.get("routes"))
         self.dist.install_hessian_reduce(optimizer)
         schedule = Schedule(optimizer, cfg.trainer.schedule, cfg.trainer.epochs, steps_per_epoch,
                             task.metric.mode)
@@ -211,6 +212,8 @@ class Runner:
             self.update_metric(record, task, state)
         if restarted:
             record["restarted"] = restarted
+        if hasattr(optimizer, "param_routing"):
+            record["param_routing"] = optimizer.param_routing
         log = MetricsLog(self.run_dir, cfg, self.run_id, state.history) if self.dist.is_main else None
         self.write(record)
         guard = PreemptionGuard()
