@@ -74,12 +74,12 @@ def test_unrecognised_or_inconsistent_folders_are_one_line_errors(tmp_path: Path
     val_dir = kaggle.root / "ILSVRC/Data/CLS-LOC/val"
     stray = val_dir / "ILSVRC2012_val_00000099.JPEG"
     shutil.copy(next(val_dir.iterdir()), stray)
-    with pytest.raises(DataError, match="ILSVRC2012_val_00000099.JPEG: no row in .*LOC_val_solution.csv"):
+    with pytest.raises(DataError, match=r"ILSVRC2012_val_00000099\.JPEG: no row in .*LOC_val_solution\.csv"):
         load_index(kaggle.root, quiet=True)
     stray.unlink()
     (val_dir / f"{next(iter(kaggle.val))}.JPEG").unlink()
-    with pytest.raises(DataError, match="listed in .*LOC_val_solution.csv but missing"):
+    with pytest.raises(DataError, match=r"listed in .*LOC_val_solution\.csv but missing"):
         load_index(kaggle.root, quiet=True)
     (kaggle.root / "LOC_val_solution.csv").unlink()
-    with pytest.raises(DataError, match="a flat val folder needs LOC_val_solution.csv"):
+    with pytest.raises(DataError, match=r"a flat val folder needs LOC_val_solution\.csv"):
         load_index(kaggle.root, quiet=True)

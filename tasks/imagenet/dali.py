@@ -29,7 +29,7 @@ Batch = tuple[torch.Tensor, torch.Tensor, list[tuple[str, str]]]
 def import_dali() -> Any:
     try:
         import nvidia.dali as dali
-        import nvidia.dali.fn  # noqa: F401
+        import nvidia.dali.fn
         import nvidia.dali.types  # noqa: F401
     except ImportError as exc:
         raise ValueError(INSTALL.format(exc)) from None

@@ -121,7 +121,8 @@ class ImageNetTask(Task):
 
     def val_batches(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
         if self.synthetic > 0:
-            return self.synthetic_batches(SYNTHETIC_VAL_SEED, 1, min(self.eval_batch_size, max(1, self.synthetic // 10)))
+            size = min(self.eval_batch_size, max(1, self.synthetic // 10))
+            return self.synthetic_batches(SYNTHETIC_VAL_SEED, 1, size)
         return self.checked(self.pipeline.val_batches())
 
     def autocast(self) -> torch.autocast:
