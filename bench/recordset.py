@@ -57,6 +57,7 @@ def _run_row(rec: dict[str, Any], path: Path) -> dict[str, Any]:
         "wall_s": _number(cost.get("wall_s")),
         "s_per_step": _number(cost.get("s_per_step")),
         "hvp_count": _number(cost.get("hvp_count")),
+        "data_wait_frac": _number(cost.get("data_wait_frac")),
         "target": _number(task_cfg.get("target")),
         "path": str(path),
     }
