@@ -13,7 +13,7 @@ from collections.abc import Callable
 from bench.errors import UsageError
 
 # name -> "module:function"
-PREPARERS: dict[str, str] = {}
+PREPARERS: dict[str, str] = {"imagenet": "tasks.imagenet.layout:prepare"}
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:

@@ -3,6 +3,7 @@ and bad input is one line with exit code 2."""
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 from collections.abc import Iterator
@@ -10,11 +11,13 @@ from pathlib import Path
 
 import pytest
 import torch
+from PIL import Image
 
+from bench.errors import UsageError
 from bench.preemption import Preempted
 from tasks.imagenet import ImageNetTask
 from tests.conftest import bench
-from tests.imagenet_fixture import write_imagenet
+from tests.imagenet_fixture import truncated_jpeg, write_imagenet
 from tests.runs import comparable, run
 
 SHORT = ("task=imagenet_resnet18", "task.image_size=16", "task.workers=0", "trainer.device=cpu",
@@ -34,6 +37,22 @@ def test_short_run_lowers_the_loss_and_records_top1_and_top5(tmp_path: Path, kag
     assert losses[-1] < losses[0]
     assert {"top1", "top5", "loss"} <= set(record["history"][-1]["metrics"])
     assert record["metric"]["name"] == "top1" and record["cost"]["steps"] == 3 * (48 // 16)
+    cost = record["cost"]
+    assert cost["throughput_unit"] == "images" and cost["items_per_s"] > 0 and 0 <= cost["data_wait_frac"] < 1
+    assert record["data"]["layout"] == "kaggle" and record["data"]["train_images"] == 48
+    assert record["data"]["skipped_images"] == 0 and record["data"]["loader"] == "dataloader"
+
+
+def test_a_bad_image_met_mid_run_is_one_line_and_a_failed_record(tmp_path: Path) -> None:
+    data = write_imagenet(tmp_path / "imagenet").root
+    bad = data / "train" / "n01443537" / "n01443537_4.JPEG"
+    bad.write_bytes(truncated_jpeg(Image.open(bad).convert("RGB")))
+    with pytest.raises(UsageError, match=r"n01443537_4\.JPEG: unreadable image") as caught:
+        run(tmp_path / "runs", *SHORT, f"task.data_dir={data}", "trainer.epochs=1")
+    assert "\n" not in str(caught.value)
+    (record_path,) = (tmp_path / "runs").glob("default/*/record.json")
+    record = json.loads(record_path.read_text())
+    assert record["status"] == "failed" and "unreadable image" in record["error"]
 
 
 def test_run_preempted_mid_epoch_resumes_to_the_uninterrupted_record(tmp_path: Path, kaggle: Path,

@@ -15,6 +15,7 @@ counts, the CSV's mtime and size) is unchanged: adding, removing or renaming a f
 
 from __future__ import annotations
 
+import argparse
 import csv
 import gzip
 import hashlib
@@ -232,3 +233,15 @@ def load_index(data_dir: str | Path, cache_dir: str | None = None, quiet: bool =
             continue  # a read-only data folder: try the next place
         return ImageIndex(index.layout, index.base, index.classes, index.train, index.val, path)
     return index
+
+
+def prepare(argv: list[str]) -> int:
+    """`bench data prepare imagenet DATA_DIR [--cache-dir DIR]`: build (or check) the file index ahead of a run."""
+    parser = argparse.ArgumentParser(prog="bench data prepare imagenet", description=prepare.__doc__)
+    parser.add_argument("data_dir", help="the folder holding train/ + val/, or Kaggle's ILSVRC/ + LOC_val_solution.csv")
+    parser.add_argument("--cache-dir", help="where to keep the index (default: beside the data)")
+    args = parser.parse_args(argv)
+    index = load_index(args.data_dir, args.cache_dir)
+    print(f"{index.layout} layout: {len(index.classes)} classes, {len(index.train)} train and {len(index.val)} val "
+          f"images; index {index.cache_path or 'not cached (no writable place)'}")
+    return 0
