@@ -17,6 +17,7 @@ import numpy as np
 import torch
 from PIL import Image
 
+from tasks.base import DataError
 from tasks.imagenet.layout import ImageIndex
 from tasks.imagenet.loader import SplitBatchSampler, draw_augmentation, val_resize
 
@@ -121,8 +122,9 @@ class DaliLoader:
             (images,) = pipe.run()
         except RuntimeError as exc:
             names = ", ".join(p for _, p, _ in files[:3])
-            raise ValueError(f"DALI could not decode a batch holding {names}, ... ({str(exc).splitlines()[0]}); "
-                             "run with task.loader=dataloader to name the file, or task.skip_bad_images=true") from None
+            raise DataError(f"DALI could not decode a batch holding {names}, ... ({str(exc).splitlines()[0]}); "
+                            "run with task.loader=dataloader to name the file (task.skip_bad_images=true skips it)"
+                            ) from None
         return self.to_torch(images)
 
     def to_torch(self, images: Any) -> torch.Tensor:
