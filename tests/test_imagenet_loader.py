@@ -4,6 +4,7 @@ rank sharding, the torchvision transforms' geometry, and DALI agreeing with the 
 from __future__ import annotations
 
 import importlib.util
+import sys
 from pathlib import Path
 
 import pytest
@@ -85,3 +86,9 @@ def test_dali_on_cpu_gives_the_dataloaders_labels_shapes_and_crops(imagenet: Pat
     assert all((x - u).abs().mean() < 0.05 for (x, _), (u, _) in zip(batches(folder, 2), batches(dali, 2), strict=True))
     assert same(batches(dali, 1)[3:], batches(dali, 1, start=3))
     assert dali.data_summary()["loader"] == "dali"
+
+
+def test_dali_not_importable_is_a_one_line_error(imagenet: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setitem(sys.modules, "nvidia.dali", None)  # what `import nvidia.dali` sees without the wheel
+    with pytest.raises(ValueError, match=r"task\.loader=dali: NVIDIA DALI is not importable .*task\.loader=dataloader"):
+        ImageNetTask(str(imagenet), loader="dali", image_size=SIZE, **RUNTIME)
