@@ -15,6 +15,7 @@ from bench.errors import UsageError
 # name -> "module:function"
 PREPARERS: dict[str, str] = {
     "criteo_dlrm": "tasks.dlrm.prepare:prepare_criteo",
+    "imagenet": "tasks.imagenet.layout:prepare",
 }
 
 

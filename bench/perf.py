@@ -23,6 +23,7 @@ import torch
 from hydra.utils import get_class
 from omegaconf import DictConfig, OmegaConf
 
+from bench import perf_loader
 from bench.config import compose_config
 from bench.distributed import Distributed
 from bench.errors import UsageError
@@ -62,6 +63,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     p.add_argument("--amp", default="none", choices=("none", "bf16"))
     p.add_argument("--peers", action="store_true", help=f"also time {PEER} (see its probe caveat)")
     p.add_argument("--json", action="store_true", help="print one JSON document instead of a table")
+    perf_loader.add_parser(sub)
 
 
 def positive_ints(text: str, flag: str) -> list[int]:
@@ -260,6 +262,8 @@ def build_timing_task(cfg: DictConfig, device: torch.device, batch_size: int) ->
 
 
 def run(args: argparse.Namespace) -> int:
+    if args.benchmark == "loader":
+        return perf_loader.run(args)
     names = [n.strip() for n in args.optimizers.split(",") if n.strip()]
     every = positive_ints(args.hessian_every, "--hessian-every")
     if min(args.batch_size, args.steps) < 1 or args.warmup < 0:

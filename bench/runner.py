@@ -36,7 +36,7 @@ from bench.records import RECORD_NAME, SCHEMA, environment, now, read_record, ru
 from bench.schedules import Schedule
 from bench.snapshots import average_snapshots, clear_snapshots, save_snapshot
 from bench.step import Diverged, autocast, train_step
-from tasks.base import Task
+from tasks.base import DataError, Task
 
 # The cycle this warning is about is broken by the optimizer's `update_hessian`, which detaches p.grad.
 warnings.filterwarnings("ignore", message=r"Using backward\(\) with create_graph=True")
@@ -233,6 +233,9 @@ class Runner:
             record.update(status="failed", error="interrupted; rerun the same command to resume from the "
                                                   "last checkpoint")
             raise
+        except DataError as exc:  # a bad file met mid-run (ImageNet decodes lazily): one line, exit 2
+            record.update(status="failed", error=f"DataError: {exc}")
+            raise UsageError(str(exc)) from None
         except BaseException as exc:
             record.update(status="failed", error=f"{type(exc).__name__}: {exc}")
             raise
