@@ -13,7 +13,9 @@ from collections.abc import Callable
 from bench.errors import UsageError
 
 # name -> "module:function"
-PREPARERS: dict[str, str] = {}
+PREPARERS: dict[str, str] = {
+    "wikitext103": "tasks.lm.corpus:prepare_wikitext",
+}
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:

@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import os
 import signal
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -26,9 +27,20 @@ TINY_RUN = ("task.model.layers=1", "task.model.dim=16", "task.model.ffn_dim=32",
             "trainer.schedule.warmup_steps=10", "trainer.device=cpu")
 
 
+@pytest.fixture(autouse=True)
+def one_thread(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
+    """One intra-op thread here and in `bench` subprocesses: these models are too small to gain from more, and on
+    a shared 2-core machine more threads only spin."""
+    monkeypatch.setenv("OMP_NUM_THREADS", "1")
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
 @pytest.fixture(scope="module")
 def wikitext_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return write_wikitext(tmp_path_factory.mktemp("wikitext"))
+    return write_wikitext(tmp_path_factory.mktemp("wikitext"), n_train=100)
 
 
 @pytest.mark.parametrize(("name", "lr"), [("adamw", 2e-2), ("adahessian", 0.3)])
@@ -45,7 +57,7 @@ def test_tiny_model_learns_real_ptb(name: str, lr: float) -> None:
     hessian = name == "adahessian"
     optimizer = (AdaHessian(model.parameters(), lr=lr, hessian_power=0.5, block_size=4, seed=0) if hessian
                  else torch.optim.AdamW(model.parameters(), lr=lr))
-    losses = [train_step(task, model, optimizer, batch, hessian=hessian, device=task.device, grad_clip=0.25)[0].item()
+    losses = [train_step(task, model, optimizer, batch, hessian=hessian, device=task.device, grad_clip=0.25).loss.item()
               for batch in task.train_batches(0)]
     model.eval()
     with torch.no_grad():
