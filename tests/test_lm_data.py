@@ -122,7 +122,8 @@ def test_bench_data_prepare_function_builds_the_cache(tmp_path: Path, capsys: py
 def test_missing_and_empty_split_files_are_one_line_errors(tmp_path: Path) -> None:
     root = write_ptb(tmp_path / "ptb")
     (root / "ptb.test.txt").unlink()
-    with pytest.raises(DataError, match=r"ptb\.test\.txt: file missing; expected task\.data_dir=.* ptb\.train\.txt"):
+    missing = r"ptb\.test\.txt: file missing; expected .* \(task\.data_dir\) to hold ptb\.train\.txt"
+    with pytest.raises(DataError, match=missing):
         load_ptb(root)
     (root / "ptb.test.txt").write_text("")
     with pytest.raises(DataError, match=r"ptb\.test\.txt: the file is empty"):

@@ -73,7 +73,7 @@ def split_paths(data_dir: str | Path, fmt: str) -> dict[str, Path]:
     paths = {s: root / name for s, name in zip(SPLITS, names, strict=True)}
     for path in paths.values():
         if not path.is_file():
-            raise DataError(f"{path}: file missing; expected task.data_dir={root} to hold {', '.join(names)} "
+            raise DataError(f"{path}: file missing; expected {root} (task.data_dir) to hold {', '.join(names)} "
                             f"({HOW_TO_GET[fmt]})")
         if path.stat().st_size == 0:
             raise DataError(f"{path}: the file is empty; expected one tokenised sentence or paragraph per line "

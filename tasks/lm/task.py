@@ -55,26 +55,28 @@ class LanguageModelTask(Task):
         self.bptt = bptt
         self.model_cfg = model
         if synthetic > 0:
-            self.corpus = random_corpus(synthetic, bptt, model["vocab_size"] or STANDARD_VOCAB[corpus])
+            data = random_corpus(synthetic, bptt, model["vocab_size"] or STANDARD_VOCAB[corpus])
         else:
-            self.corpus = load_corpus(CORPORA[corpus], data_dir, cache_dir)
-        vocab = len(self.corpus.words)
+            data = load_corpus(CORPORA[corpus], data_dir, cache_dir)
+        vocab = len(data.words)
         self.vocab_size = model["vocab_size"] or vocab
         if self.vocab_size < vocab:
             raise DataError(f"task.model.vocab_size={self.vocab_size}: the train split of {data_dir} has {vocab:,} "
                             f"words (with <eos>), more than the embedding holds; set task.model.vocab_size=null "
                             f"(size it to the vocabulary) or >= {vocab}")
-        if bptt > len(self.corpus.valid):
-            raise DataError(f"task.bptt={bptt}: longer than the {len(self.corpus.valid)}-token valid split of "
-                            f"{data_dir}; use task.bptt <= {len(self.corpus.valid)}")
-        self.eos = self.corpus.words.index(EOS) if synthetic == 0 else vocab - 1
-        train = self.corpus.train[:train_tokens] if train_tokens else self.corpus.train
+        if bptt > len(data.valid):
+            raise DataError(f"task.bptt={bptt}: longer than the {len(data.valid)}-token valid split of "
+                            f"{data_dir}; use task.bptt <= {len(data.valid)}")
+        self.eos = data.words.index(EOS) if synthetic == 0 else vocab - 1
+        train = data.train[:train_tokens] if train_tokens else data.train
         self.train_tokens = len(train)
         local = self.batch_size // self.world_size
         rows = batchify(self.to_device(train), self.batch_size)
         self.rows = rows[self.rank * local:(self.rank + 1) * local]
-        self.valid = self.to_device(self.corpus.valid)
-        self.test_stream = self.to_device(self.corpus.test)
+        self.valid = self.to_device(data.valid)
+        self.test_stream = self.to_device(data.test)
+        self.summary = {**data.summary(), "train_tokens_used": self.train_tokens,
+                        "tokens_per_epoch": self.rows.numel() * self.world_size}
 
     def to_device(self, ids: np.ndarray) -> torch.Tensor:
         return torch.from_numpy(np.asarray(ids, dtype=np.int64)).to(self.device)
@@ -115,5 +117,4 @@ class LanguageModelTask(Task):
         return self.score(model, self.test_stream)
 
     def data_summary(self) -> dict[str, Any]:
-        return {**self.corpus.summary(), "train_tokens_used": self.train_tokens,
-                "tokens_per_epoch": self.rows.numel() * self.world_size}
+        return self.summary
