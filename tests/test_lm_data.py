@@ -129,6 +129,9 @@ def test_missing_and_empty_split_files_are_one_line_errors(tmp_path: Path) -> No
     with pytest.raises(DataError, match=r"ptb\.test\.txt: the file is empty"):
         load_ptb(root)
     wiki = write_wikitext(tmp_path / "wt")
+    (wiki / "wiki.test.tokens").write_bytes(b" caf\xe9 \n")  # Latin-1, not the release's UTF-8
+    with pytest.raises(DataError, match=r"wiki\.test\.tokens: not UTF-8 text"):
+        load_wikitext(wiki, quiet=True)
     os.remove(wiki / "wiki.valid.tokens")
     with pytest.raises(DataError, match=r"wiki\.valid\.tokens: file missing"):
         load_wikitext(wiki, quiet=True)

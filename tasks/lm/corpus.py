@@ -150,7 +150,11 @@ def tokenise_with_progress(path: Path, vocab: dict[str, int], unknown: int | Non
     ids: list[int] = []
     with path.open("rb") as f:
         for raw in f:
-            words = line_tokens(raw.decode("utf-8", errors="strict"))
+            try:
+                words = line_tokens(raw.decode("utf-8"))
+            except UnicodeDecodeError:
+                raise DataError(f"{path}: not UTF-8 text (the line ending at byte {f.tell()}); expected the "
+                                f"tokenised WikiText release ({HOW_TO_GET['wikitext']})") from None
             if unknown is None:
                 ids.extend(vocab.setdefault(w, len(vocab)) for w in words)
             else:
@@ -171,15 +175,11 @@ def build_wikitext_cache(paths: dict[str, Path], cache: Path, sources: list[dict
     cache.mkdir(parents=True, exist_ok=True)
     vocab: dict[str, int] = {}
     columns = (TextColumn("{task.description}"), BarColumn(), DownloadColumn(), TimeRemainingColumn())
-    try:
-        with Progress(*columns, disable=quiet, transient=True) as progress:
-            streams = {"train": tokenise_with_progress(paths["train"], vocab, None, progress)}
-            unknown = vocab.setdefault(UNK, len(vocab))
-            for split in ("valid", "test"):
-                streams[split] = tokenise_with_progress(paths[split], vocab, unknown, progress)
-    except UnicodeDecodeError as exc:
-        raise DataError(f"{exc.object[:40]!r}...: not UTF-8 text; expected the tokenised WikiText release "
-                        f"({HOW_TO_GET['wikitext']})") from None
+    with Progress(*columns, disable=quiet, transient=True) as progress:
+        streams = {"train": tokenise_with_progress(paths["train"], vocab, None, progress)}
+        unknown = vocab.setdefault(UNK, len(vocab))
+        for split in ("valid", "test"):
+            streams[split] = tokenise_with_progress(paths[split], vocab, unknown, progress)
     write_atomic(cache / "vocab.txt", "\n".join(vocab).encode("utf-8") + b"\n")
     for split, ids in streams.items():
         write_atomic(cache / f"{split}.ids", ids)
