@@ -95,6 +95,8 @@ def summary_section(rs: RecordSet, summary: pd.DataFrame) -> Section:
     studies = ", ".join(sorted(set(rs.runs["study"])))
     notes = [f"{len(rs.runs)} runs under {rs.root} (studies: {studies}). Final metric: mean ± sample std "
              "over completed seeds. To target: median over completed runs that reached config.task.target."]
+    if rs.unreadable:
+        notes.append(f"{len(rs.unreadable)} unreadable record(s) skipped: " + "; ".join(rs.unreadable))
     bad = rs.runs[rs.runs["status"].isin(["diverged", "failed"])].sort_values(["task", "label", "seed"])
     notes += [f"{r.status}: {r.task} {r.label} seed {r.seed}: {r.error or 'no error recorded'}"
               for r in bad.head(MAX_ERROR_NOTES).itertuples()]
