@@ -14,6 +14,8 @@ from bench.errors import UsageError
 
 # name -> "module:function"
 PREPARERS: dict[str, str] = {
+    "criteo_dlrm": "tasks.dlrm.prepare:prepare_criteo",
+    "imagenet": "tasks.imagenet.layout:prepare",
     "wikitext103": "tasks.lm.corpus:prepare_wikitext",
 }
 

@@ -36,7 +36,7 @@ from bench.records import RECORD_NAME, SCHEMA, environment, now, read_record, ru
 from bench.schedules import Schedule
 from bench.snapshots import average_snapshots, clear_snapshots, save_snapshot
 from bench.step import Diverged, autocast, train_step
-from tasks.base import Task
+from tasks.base import DataError, Task
 
 # The cycle this warning is about is broken by the optimizer's `update_hessian`, which detaches p.grad.
 warnings.filterwarnings("ignore", message=r"Using backward\(\) with create_graph=True")
@@ -186,7 +186,8 @@ class Runner:
             raise UsageError(f"trainer.batch_size={cfg.trainer.batch_size}: larger than the training set; "
                              "lower it")
         optimizer = build_optimizer(cfg.optimizer, task.param_groups(self.dist.unwrap(model)),
-                                    steps_per_epoch, seed=cfg.seed + 1_000_003 * self.dist.rank)
+                                    steps_per_epoch, seed=cfg.seed + 1_000_003 * self.dist.rank,
+                                    routes=cfg.task.get("routes"))
         self.dist.install_hessian_reduce(optimizer)
         schedule = Schedule(optimizer, cfg.trainer.schedule, cfg.trainer.epochs, steps_per_epoch,
                             task.metric.mode)
@@ -211,6 +212,8 @@ class Runner:
             self.update_metric(record, task, state)
         if restarted:
             record["restarted"] = restarted
+        if hasattr(optimizer, "param_routing"):
+            record["param_routing"] = optimizer.param_routing
         log = MetricsLog(self.run_dir, cfg, self.run_id, state.history) if self.dist.is_main else None
         self.write(record)
         guard = PreemptionGuard()
@@ -230,6 +233,9 @@ class Runner:
             record.update(status="failed", error="interrupted; rerun the same command to resume from the "
                                                   "last checkpoint")
             raise
+        except DataError as exc:  # a bad file met mid-run (ImageNet decodes lazily): one line, exit 2
+            record.update(status="failed", error=f"DataError: {exc}")
+            raise UsageError(str(exc)) from None
         except BaseException as exc:
             record.update(status="failed", error=f"{type(exc).__name__}: {exc}")
             raise
