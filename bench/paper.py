@@ -82,10 +82,10 @@ def compare(layout: Layout, summary: pd.DataFrame, reference: pd.DataFrame) -> p
     mine = ours.set_index(["label", "task"]).reindex(grid)
     out = pd.DataFrame({"n": mine["n_done"].fillna(0).astype(int), "mean": mine["mean"], "std": mine["std"]},
                        index=grid)
-    if layout.average is not None:
-        _fill_average(out, layout.average)
     theirs = ref.set_index(["optimizer", "task"]).reindex(grid)
     out["paper"], out["paper_std"] = theirs["mean"], theirs["std"]
+    if layout.average is not None:
+        _fill_average(out, layout.average)
     out["diff"] = out["mean"] - out["paper"]
     tasks = grid.get_level_values("task")
     for col, delta in (("mean", "delta"), ("paper", "paper_delta")):
@@ -94,12 +94,17 @@ def compare(layout: Layout, summary: pd.DataFrame, reference: pd.DataFrame) -> p
 
 
 def _fill_average(out: pd.DataFrame, average: str) -> None:
-    """An optimizer with no run of the average column gets the mean of its other columns, if all ran."""
-    means = out["mean"].unstack("task")
-    others = means.drop(columns=average)
-    derived = others.mean(axis=1).where(others.notna().all(axis=1))
-    for opt in means.index[means[average].isna() & derived.notna()]:
-        out.loc[(opt, average), "mean"] = derived[opt]
+    """An optimizer with no run of the average column gets the mean of the other columns it has; when some are
+    missing, the paper's average beside it is recomputed over the same columns, so the two stay comparable."""
+    means = out["mean"].unstack("task").drop(columns=average)
+    papers = out["paper"].unstack("task").drop(columns=average)
+    for opt in means.index:
+        present = means.columns[means.loc[opt].notna()]
+        if len(present) == 0 or not pd.isna(out.loc[(opt, average), "mean"]):
+            continue
+        out.loc[(opt, average), "mean"] = means.loc[opt, present].mean()
+        if len(present) < len(means.columns):
+            out.loc[(opt, average), "paper"] = papers.loc[opt, present].mean()
 
 
 def delayed(summary: pd.DataFrame, reference: pd.DataFrame) -> pd.DataFrame:

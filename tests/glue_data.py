@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+import torch
 
 
 def glue_dir() -> Path:
@@ -19,3 +21,13 @@ def real_task_dir(folder: str) -> Path:
     if not (root / folder / "train.tsv").is_file():
         pytest.skip(f"real GLUE {folder} absent: no {root / folder / 'train.tsv'}")
     return root
+
+
+@pytest.fixture
+def one_thread() -> Iterator[None]:
+    """One intra-op thread while a test trains: on a shared 2-core machine two spinning threads were 15x slower
+    for these tiny models. Restored afterwards, so other tests keep torch's default."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
