@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -11,12 +12,16 @@ from bench.errors import UsageError
 from tasks.base import DataError
 from tasks.glue.task import GlueTask
 from tests.conftest import bench
-from tests.glue_data import one_thread, real_task_dir  # noqa: F401 (fixture)
+from tests.glue_data import one_intraop_thread, real_task_dir
 from tests.glue_fixtures import write_rte
 from tests.runs import run
 from tests.test_glue_model import TINY_OVERRIDES, tiny_task
 
-pytestmark = pytest.mark.usefixtures("one_thread")
+
+@pytest.fixture(scope="module", autouse=True)
+def _one_thread() -> Iterator[None]:
+    with one_intraop_thread():
+        yield
 
 
 @pytest.fixture(scope="module")
