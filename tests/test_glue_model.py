@@ -108,3 +108,28 @@ def test_adahessian_fine_tunes_the_saved_model(adamw_run: tuple[dict, Path], tmp
     assert record["cost"]["steps"] == 120 and record["cost"]["hvp_count"] == 120
     assert losses[-1] < 0.9 * losses[0], losses
     assert record["config"]["optimizer"]["block_size"] == 4  # the GLUE recipe
+
+
+def test_batches_are_padded_to_their_longest_example() -> None:
+    task = tiny_task(real_task_dir("SST-2"), max_train_examples=160)
+    batches = list(task.train_batches(0))
+    assert len(batches) == task.steps_per_epoch() == 10
+    widths = {b["input_ids"].shape[1] for b in batches}
+    assert max(widths) < 128 and len(widths) > 1  # short SST-2 phrases: no batch pays for 128 tokens
+    for b in batches:
+        assert (b["attention_mask"].sum(1).max() == b["input_ids"].shape[1]).item()
+    assert [b["labels"].tolist() for b in task.train_batches(0, start=7)] == [b["labels"].tolist() for b in batches[7:]]
+    assert [b["labels"].tolist() for b in task.train_batches(1)] != [b["labels"].tolist() for b in batches]
+
+
+def test_synthetic_batches_have_the_real_shapes() -> None:
+    """bench perf's path: random token sequences up to max_length, no data folder needed."""
+    task = GlueTask(glue_task="stsb", data_dir=None, synthetic=64, model_config=dict(TINY), device=torch.device("cpu"),
+                    batch_size=16, eval_batch_size=64, seed=0)
+    batch = next(iter(task.train_batches(0)))
+    assert batch["input_ids"].shape[0] == 16 and batch["input_ids"].shape[1] <= 128
+    assert batch["labels"].dtype == torch.float32  # STS-B regresses a score
+    model = task.build_model()
+    loss, n = task.loss(model, batch)
+    assert n == 16 and torch.isfinite(loss)
+    assert set(task.evaluate(model.eval())) == {"pearson", "spearman", "loss"}

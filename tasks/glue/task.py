@@ -73,7 +73,6 @@ class GlueTask(Task):
         self.spec = spec_for(glue_task)
         self.metric = Metric(self.spec.primary, "max", "")
         self.max_length = max_length
-        self.pretrained = pretrained
         self.model_config = {k: v for k, v in (model_config or {}).items() if v is not None}
         if max_length < 8:
             raise DataError(f"task.max_length={max_length}: must be >= 8 (the paper uses 128)")
