@@ -94,17 +94,18 @@ def compare(layout: Layout, summary: pd.DataFrame, reference: pd.DataFrame) -> p
 
 
 def _fill_average(out: pd.DataFrame, average: str) -> None:
-    """An optimizer with no run of the average column gets the mean of the other columns it has; when some are
-    missing, the paper's average beside it is recomputed over the same columns, so the two stay comparable."""
+    """An optimizer with no run of the average column gets the mean of the other columns it ran. When the tasks
+    that ran (for any optimizer) are not all of them, the paper's averages are recomputed over those tasks, the
+    same set for every optimizer, so the paper's Δ between optimizers stays like for like."""
     means = out["mean"].unstack("task").drop(columns=average)
     papers = out["paper"].unstack("task").drop(columns=average)
+    ran = means.columns[means.notna().any(axis=0)]
+    if 0 < len(ran) < len(means.columns):
+        for opt in papers.index:
+            out.loc[(opt, average), "paper"] = papers.loc[opt, ran].mean()
     for opt in means.index:
-        present = means.columns[means.loc[opt].notna()]
-        if len(present) == 0 or not pd.isna(out.loc[(opt, average), "mean"]):
-            continue
-        out.loc[(opt, average), "mean"] = means.loc[opt, present].mean()
-        if len(present) < len(means.columns):
-            out.loc[(opt, average), "paper"] = papers.loc[opt, present].mean()
+        if pd.isna(out.loc[(opt, average), "mean"]) and means.loc[opt].notna().any():
+            out.loc[(opt, average), "mean"] = means.loc[opt].mean()
 
 
 def delayed(summary: pd.DataFrame, reference: pd.DataFrame) -> pd.DataFrame:

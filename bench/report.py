@@ -164,8 +164,8 @@ def layout_section(layout: paper.Layout, summary: pd.DataFrame, reference: pd.Da
              f"Δ: optimizer − {layout.baseline}, ours then the paper's. Metric: {metric_header(m, layout.mode)}.",
              f"Source: {sources}."]
     if layout.average:
-        notes.append(f"{layout.average} with no runs of its own: mean of the other columns that ran; when some did "
-                     "not, the paper's value beside it is its mean over the same columns.")
+        notes.append(f"{layout.average} with no runs of its own: mean of the columns the optimizer ran; when some "
+                     "columns have no runs at all, the paper's averages are its means over the columns that do.")
     return Section(layout.title, columns, rows, notes)
 
 

@@ -41,7 +41,10 @@ def test_glue_table_groups_by_task_and_reads_mnli_mm_from_the_mnli_m_run(tmp_pat
     assert ada.loc["glue_mnli_mm", "mean"] == 83.0
     assert ada.loc["glue_avg", "mean"] == pytest.approx((80 + 82 + 83) / 3)  # over the tasks present
     assert ada.loc["glue_avg", "paper"] == pytest.approx((80.14 + 82.78 + 82.62) / 3)  # the paper's, same tasks
-    assert cmp.loc[("adamw", "glue_avg"), "mean"] == 78.0
+    assert cmp.loc[("adamw", "glue_avg"), "mean"] == 78.0  # its one task
+    assert cmp.loc[("adamw", "glue_avg"), "paper"] == pytest.approx((79.06 + 82.61 + 81.84) / 3)  # same 3 columns
+    assert cmp.loc[("adahessian", "glue_avg"), "paper_delta"] == pytest.approx(
+        (80.14 + 82.78 + 82.62 - 79.06 - 82.61 - 81.84) / 3)
     section = report.layout_section(paper.LAYOUTS["glue"], summary, paper.load_reference())
     row = next(r for r in section.rows if r[0] == "adahessian")
     assert row[section.columns.index("glue_rte")] == "80.00 (n=1); paper 80.14; diff -0.14"

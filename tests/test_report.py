@@ -114,9 +114,8 @@ def test_glue_average_over_the_tasks_present(tmp_path: Path) -> None:
     cmp = cmp.set_index(["optimizer", "task"])
     assert cmp.loc[("adahessian", "glue_avg"), "mean"] == pytest.approx(83.5)
     assert cmp.loc[("adahessian", "glue_avg"), "paper"] == 87.32  # all ran: the paper's own average
-    assert cmp.loc[("adamw", "glue_avg"), "mean"] == pytest.approx(80.0)  # 7 of 8 ran
-    seven = cmp.loc[[("adamw", t) for t in paper.GLUE_TASKS[:7]], "paper"].mean()
-    assert cmp.loc[("adamw", "glue_avg"), "paper"] == pytest.approx(seven)  # the paper's over the same 7
+    assert cmp.loc[("adamw", "glue_avg"), "mean"] == pytest.approx(80.0)  # the 7 of 8 it ran
+    assert cmp.loc[("adamw", "glue_avg"), "paper"] == 86.91  # every column ran for some optimizer
     assert cmp.loc[("adamw_squeezebert_paper", "glue_avg"), "paper"] == 86.01
 
 
