@@ -82,7 +82,7 @@ def adamw_run(tmp_path_factory: pytest.TempPathFactory) -> tuple[dict, Path]:
     task = tiny_task(real_task_dir("SST-2"), max_train_examples=640, max_length=48)
     assert task.vocab_size == record["data"]["vocab_size"]  # the same vocabulary, rebuilt from the same split
     model = task.build_model()
-    model.load_state_dict(load_checkpoint(runs / record["study"] / record["run_id"])["model"])
+    model.load_state_dict(load_checkpoint(runs / record["study"] / record["run_id"]).payload["model"])
     folder = tmp_path_factory.mktemp("warm-squeezebert")
     model.save_pretrained(folder)
     task.tokenizer.save_pretrained(folder)
