@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 import torch
 
+from bench.checkpoint import load_checkpoint
 from tasks.nmt.task import TranslationTask
 from tests.nmt_fixtures import TINY_MODEL, write_text_layout
 from tests.runs import comparable, run
@@ -49,7 +50,7 @@ def check_average(runs: Path, record: dict, data_dir: Path) -> None:
                            device=torch.device("cpu"), batch_size=1, eval_batch_size=1, seed=record["seed"])
     model = task.build_model()
     model.load_state_dict({k: (a[k] + b[k]) / 2 for k in a})
-    final = torch.load(run_dir / "checkpoint.pt", weights_only=False)["model"]
+    final = load_checkpoint(run_dir).payload["model"]
     assert any(not torch.equal(final[k], model.state_dict()[k]) for k in final)
     model.eval()
     assert task.test(model)["bleu"] == pytest.approx(record["test"]["bleu"], abs=1e-9)
