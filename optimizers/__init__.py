@@ -5,5 +5,6 @@ Usable without the harness: ``from optimizers import AdaHessian``. Never imports
 
 from optimizers.adahessian import AdaHessian
 from optimizers.hutchinson import HutchinsonEstimator, smooth_
+from optimizers.sophiah import SophiaH
 
-__all__ = ["AdaHessian", "HutchinsonEstimator", "smooth_"]
+__all__ = ["AdaHessian", "HutchinsonEstimator", "SophiaH", "smooth_"]
