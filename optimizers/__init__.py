@@ -5,8 +5,9 @@ Usable without the harness: ``from optimizers import AdaHessian``. Never imports
 
 from optimizers.adahessian import AdaHessian
 from optimizers.hutchinson import HutchinsonEstimator, smooth_
+from optimizers.kfac import KFAC
 from optimizers.oasis import OASIS
 from optimizers.shampoo import Shampoo
 from optimizers.sophiah import SophiaH
 
-__all__ = ["OASIS", "AdaHessian", "HutchinsonEstimator", "Shampoo", "SophiaH", "smooth_"]
+__all__ = ["KFAC", "OASIS", "AdaHessian", "HutchinsonEstimator", "Shampoo", "SophiaH", "smooth_"]
