@@ -4,6 +4,7 @@ Usable without the harness: ``from optimizers import AdaHessian``. Never imports
 """
 
 from optimizers.adahessian import AdaHessian
+from optimizers.agd import AGD
 from optimizers.hutchinson import HutchinsonEstimator, smooth_
 from optimizers.kfac import KFAC
 from optimizers.mfac import MFAC
@@ -11,4 +12,4 @@ from optimizers.oasis import OASIS
 from optimizers.shampoo import Shampoo
 from optimizers.sophiah import SophiaH
 
-__all__ = ["KFAC", "MFAC", "OASIS", "AdaHessian", "HutchinsonEstimator", "Shampoo", "SophiaH", "smooth_"]
+__all__ = ["AGD", "KFAC", "MFAC", "OASIS", "AdaHessian", "HutchinsonEstimator", "Shampoo", "SophiaH", "smooth_"]
