@@ -72,6 +72,26 @@ def build_optimizer(cfg: DictConfig, param_groups: list[dict[str, Any]], steps_p
         raise UsageError(f"optimizer={cfg.name}: {exc}") from None
 
 
+# Optimizers we do not own that cannot run data-parallel, and why; ours say so in `distributed_support`.
+SINGLE_PROCESS_ONLY: dict[type, str] = {
+    torch.optim.LBFGS: "L-BFGS's line search and curvature pairs use each rank's own loss and are not reduced, "
+                       "so the ranks would take different steps",
+}
+
+
+def distributed_refusal(cfg: DictConfig) -> str | None:
+    """Why the configured optimizer cannot run on several processes, or None if it can."""
+    try:
+        cls = get_class(cfg._target_)
+    except Exception:
+        return None
+    if cls in SINGLE_PROCESS_ONLY:
+        return SINGLE_PROCESS_ONLY[cls]
+    if getattr(cls, "distributed_support", True) is False:
+        return getattr(cls, "distributed_reason", "it does not reduce its curvature statistics across ranks")
+    return None
+
+
 def is_hessian_optimizer(cfg: DictConfig) -> bool:
     """Whether the configured optimizer asks for Hessian-vector products (it defines `needs_hessian`)."""
     try:

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import copy
+import importlib.metadata
 import json
 import statistics
 import time
@@ -22,6 +23,7 @@ from typing import Any
 import torch
 from hydra.utils import get_class
 from omegaconf import DictConfig
+from packaging.version import Version
 
 from bench.config import compose_config
 from bench.distributed import Distributed
@@ -34,8 +36,18 @@ from bench.step import Diverged, autocast, train_step
 from tasks.base import Task
 
 PEER = "pytorch_optimizer.AdaHessian"
-PEER_CAVEAT = (f"{PEER} draws its Rademacher probes with randint_like(p, 0, 1) * 2 - 1, which is always -1: "
-               "its timing is comparable, its estimates are not")
+# Up to this release the peer drew its Rademacher probes as randint_like(p, 0, 1) * 2 - 1, which is always -1.
+PEER_PROBE_BUG_LAST = "3.10.1"
+
+
+def peer_caveat(installed: str | None = None) -> str:
+    """What the installed peer's numbers mean: its probes were constant up to PEER_PROBE_BUG_LAST."""
+    installed = installed or importlib.metadata.version("pytorch_optimizer")
+    if Version(installed) <= Version(PEER_PROBE_BUG_LAST):
+        return (f"{PEER} {installed} draws its Rademacher probes with randint_like(p, 0, 1) * 2 - 1, which is "
+                f"always -1 (fixed after {PEER_PROBE_BUG_LAST}): its timing is comparable, its estimates are not")
+    return (f"{PEER} {installed} draws real Rademacher probes (the always -1 probes of releases up to "
+            f"{PEER_PROBE_BUG_LAST} are fixed): its timing and its estimates are comparable")
 
 
 @dataclass
@@ -187,7 +199,7 @@ def summarize(median_s: dict[str, float], args: argparse.Namespace, device: torc
             targets["adahessian@5_vs_adam"] = {"value": round(value, 3), "max": round(bound, 3), "ok": value <= bound}
         result["targets"] = targets
     if args.peers:
-        result["peer_caveat"] = PEER_CAVEAT
+        result["peer_caveat"] = peer_caveat()
     return result
 
 

@@ -57,6 +57,8 @@ def _run_row(rec: dict[str, Any], path: Path) -> dict[str, Any]:
         "wall_s": _number(cost.get("wall_s")),
         "s_per_step": _number(cost.get("s_per_step")),
         "hvp_count": _number(cost.get("hvp_count")),
+        "grad_evals": _number(cost.get("grad_evals")),
+        "state_bytes": _number(cost.get("optimizer_state_bytes")),
         "target": _number(task_cfg.get("target")),
         "path": str(path),
     }

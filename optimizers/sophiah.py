@@ -79,7 +79,7 @@ class SophiaH(pytorch_optimizer.SophiaH):
         self.estimator.reduce = fn
 
     def needs_hessian(self, step: int) -> bool:
-        """The library refreshes h when ``(step − 1) mod k = 0`` for its 1-based step, i.e. 0-based ``step mod k = 0``."""
+        """Refresh on 0-based ``step mod k = 0``: the library's ``(step − 1) mod k = 0`` for its 1-based step."""
         return step % self.update_each == 0
 
     def _params(self) -> list[Tensor]:

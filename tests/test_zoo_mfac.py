@@ -21,7 +21,7 @@ def test_mfac_steps_with_the_explicit_inverse_damped_fisher() -> None:
     reference = copy.deepcopy(model)
     for x, y in batches:
         g = grad_at(reference, x, y, w)
-        window = (window + [g])[-m:]  # the last m gradients; the order does not change the Fisher
+        window = [*window, g][-m:]  # the last m gradients; the order does not change the Fisher
         fisher = lam * torch.eye(w.numel(), dtype=w.dtype) + sum(torch.outer(h, h) for h in window) / m
         v = mu * v + (1 - mu) * torch.linalg.inv(fisher) @ g
         w = w - lr * v
