@@ -46,11 +46,9 @@ class OASIS(Optimizer):
         weight_decay: L2 penalty coefficient. probe, seed, hessian_reduce: the Hutchinson estimator's.
     """
 
-    # The adaptive step's second gradient (at w_{k-1}) comes from the closure; the runner's manual
-    # all-reduce covers the first backward only, so the Lipschitz estimate would be per rank.
     distributed_support: bool = False
-    distributed_reason: str = ("OASIS recomputes the gradient at the previous iterate through the closure, which is "
-                               "not all-reduced across ranks, so each rank would take its own step size")
+    distributed_reason: str = ("the runner all-reduces gradients inside OASIS's closure, in place and before OASIS "
+                               "takes its Hessian-vector product from the local graph; that order is not supported")
 
     def __init__(self, params: Iterable[Tensor] | Iterable[dict[str, Any]], lr: float = 1.0, beta2: float = 0.99,
                  alpha: float = 1e-3, *, lr_mode: LrMode = "adaptive", init_samples: int = 1, n_samples: int = 1,
