@@ -43,9 +43,10 @@ def constructor_kwargs(cfg: DictConfig, cls: type, steps_per_epoch: int, seed: i
             raise UsageError(f"optimizer.weight_decay_mode={mode}: expected one of {', '.join(DECAY_MODES)}")
         if accepts(cls, "weight_decay_mode"):
             kwargs["weight_decay_mode"] = mode
-        elif FIXED_DECAY_MODE.get(cls, mode) != mode:
+        elif FIXED_DECAY_MODE.get(cls, getattr(cls, "fixed_weight_decay_mode", mode)) != mode:
+            fixed = FIXED_DECAY_MODE.get(cls, getattr(cls, "fixed_weight_decay_mode", None))
             raise UsageError(f"optimizer.weight_decay_mode={mode}: {cls.__name__} applies weight_decay as "
-                             f"{FIXED_DECAY_MODE[cls]}; pick an optimizer that implements {mode} decay "
+                             f"{fixed}; pick an optimizer that implements {mode} decay "
                              "(e.g. optimizer=adamw for decoupled)")
     warmup_epochs = cfg.get("hessian_warmup_epochs")
     if warmup_epochs and accepts(cls, "hessian_warmup_steps"):

@@ -68,6 +68,7 @@ class KFAC(Optimizer):
     """
 
     needs_closure: bool = False
+    fixed_weight_decay_mode: str = "l2"  # how weight_decay acts (the harness checks weight_decay_mode)
     distributed_support: bool = False
     distributed_reason: str = ("K-FAC's Kronecker factors come from each rank's own activations and are not "
                                "all-reduced, so every rank would precondition differently")

@@ -34,6 +34,7 @@ class MFAC(Optimizer):
     """
 
     needs_closure: bool = False
+    fixed_weight_decay_mode: str = "l2"  # how weight_decay acts (the harness checks weight_decay_mode)
     distributed_support: bool = True  # the window holds the (already averaged) gradients, the same on every rank
 
     def __init__(self, params: Iterable[Tensor] | Iterable[dict[str, Any]], lr: float = 1e-3, momentum: float = 0.0,

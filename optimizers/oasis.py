@@ -46,6 +46,7 @@ class OASIS(Optimizer):
         weight_decay: L2 penalty coefficient. probe, seed, hessian_reduce: the Hutchinson estimator's.
     """
 
+    fixed_weight_decay_mode: str = "l2"  # how weight_decay acts (the harness checks weight_decay_mode)
     distributed_support: bool = False
     distributed_reason: str = ("the runner all-reduces gradients inside OASIS's closure, in place and before OASIS "
                                "takes its Hessian-vector product from the local graph; that order is not supported")

@@ -62,6 +62,7 @@ class Shampoo(pytorch_optimizer.ScalableShampoo):
 
     Args:
         lr, betas, weight_decay, nesterov, matrix_eps, diagonal_eps, block_size: the library's.
+        weight_decay_mode: ``"l2"`` (added to the gradient) or ``"decoupled"`` (``p −= lr·wd·p``).
         graft: ``"rmsprop"`` (Adam-style, default), ``"adagrad"``, ``"sgd"``, ``"sqrtn"`` or ``"none"``.
         preconditioning_compute_steps: recompute the inverse roots every this many steps.
         start_preconditioning_step: graft-only steps before Shampoo's direction is used.
@@ -73,14 +74,16 @@ class Shampoo(pytorch_optimizer.ScalableShampoo):
 
     def __init__(self, params: Iterable[Tensor] | Iterable[dict[str, Any]], lr: float = 1e-3,
                  betas: tuple[float, float] = (0.9, 0.999), weight_decay: float = 0.0, *,
-                 decoupled_weight_decay: bool = False, graft: str = "rmsprop",
+                 weight_decay_mode: str = "l2", graft: str = "rmsprop",
                  preconditioning_compute_steps: int = 20, start_preconditioning_step: int = 25,
                  statistics_compute_steps: int = 1, block_size: int = 512, nesterov: bool = True,
                  diagonal_eps: float = 1e-10, matrix_eps: float = 1e-6, use_svd: bool = False) -> None:
+        if weight_decay_mode not in ("l2", "decoupled"):
+            raise ValueError(f"weight_decay_mode must be 'l2' or 'decoupled', got {weight_decay_mode!r}")
         if graft not in GRAFTS:
             raise ValueError(f"graft must be one of {tuple(GRAFTS)}, got {graft!r}")
         super().__init__(params, lr=lr, betas=tuple(betas), weight_decay=weight_decay,
-                         decoupled_weight_decay=decoupled_weight_decay,
+                         decoupled_weight_decay=weight_decay_mode == "decoupled",
                          preconditioning_compute_steps=preconditioning_compute_steps,
                          start_preconditioning_step=start_preconditioning_step,
                          statistics_compute_steps=statistics_compute_steps, block_size=block_size,

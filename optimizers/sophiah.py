@@ -40,6 +40,7 @@ class SophiaH(pytorch_optimizer.SophiaH):
     """
 
     needs_closure: bool = False
+    fixed_weight_decay_mode: str = "decoupled"  # how weight_decay acts (the harness checks weight_decay_mode)
     distributed_support: bool = True
 
     def __init__(self, params: Iterable[Tensor] | Iterable[dict[str, Any]], lr: float = 1e-4,

@@ -8,6 +8,7 @@ import json
 from pathlib import Path
 
 import pytest
+import torch
 
 from bench.config import check_config, compose_config
 from bench.errors import UsageError
@@ -78,3 +79,12 @@ def test_single_process_optimizers_are_refused_on_several_processes(optimizer: s
 @pytest.mark.parametrize("optimizer", ["shampoo", "mfac", "agd", "sophiah"])
 def test_reducing_optimizers_are_allowed_on_several_processes(optimizer: str) -> None:
     check_config(compose_config([f"optimizer={optimizer}", "trainer.devices=2", "trainer.batch_size=64"]))
+
+
+@pytest.mark.parametrize(("optimizer", "mode"), [("kfac", "decoupled"), ("mfac", "decoupled"), ("sophiah", "l2")])
+def test_weight_decay_mode_an_optimizer_does_not_implement_is_refused(optimizer: str, mode: str) -> None:
+    from bench.optim_factory import build_optimizer
+
+    cfg = compose_config([f"optimizer={optimizer}", f"optimizer.weight_decay_mode={mode}"])
+    with pytest.raises(UsageError, match=f"weight_decay_mode={mode}: .* applies weight_decay as"):
+        build_optimizer(cfg.optimizer, [{"params": [torch.zeros(3, requires_grad=True)]}], steps_per_epoch=1, seed=0)
