@@ -106,6 +106,9 @@ def harness_variant(label: str, optimizer_cfg: DictConfig, every: int, task: Tas
         cfg.hessian_warmup_epochs = 0
     model = fresh_model(task, device)
     optimizer = build_optimizer(cfg, task.param_groups(model), task.steps_per_epoch(), seed=0)
+    attach = getattr(optimizer, "attach", None)
+    if callable(attach):  # module hooks (K-FAC), as the runner installs them
+        attach(model)
     steps = iter(range(1 << 62))
 
     def run_cycle(batches: list[Any]) -> int:
