@@ -20,14 +20,14 @@ except ImportError as exc:  # not a dependency: atorch pulls ~50 packages
     ATORCH_MISSING = f"atorch is not importable ({exc}); pip install atorch to compare with the authors' AGD"
 
 
-def paper_agd(model, batches, lr, betas, delta, wd):
+def paper_agd(model, batches, lr, betas, delta, wd, mode="decoupled"):
     w = flat(model)
     m = torch.zeros_like(w)
     b = torch.zeros_like(w)
     m_hat_prev = torch.zeros_like(w)
     switched = 0
     for t, (x, y) in enumerate(batches, start=1):
-        g = grad_at(model, x, y, w)
+        g = grad_at(model, x, y, w) + (wd * w if mode == "l2" else 0)
         m = betas[0] * m + (1 - betas[0]) * g
         m_hat = m / (1 - betas[0] ** t)
         s = m_hat - m_hat_prev
@@ -35,7 +35,7 @@ def paper_agd(model, batches, lr, betas, delta, wd):
         b = betas[1] * b + (1 - betas[1]) * s * s
         b_hat = b / (1 - betas[1] ** t)
         switched += int((b_hat.sqrt() < delta).sum())
-        w = w * (1 - lr * wd)
+        w = w * (1 - lr * wd) if mode == "decoupled" else w
         w = w - lr * m_hat / torch.maximum(b_hat.sqrt(), torch.full_like(w, delta))
     return w, switched
 
@@ -51,6 +51,17 @@ def test_agd_matches_algorithm_1_with_both_regimes() -> None:
     torch.testing.assert_close(flat(model), expected, rtol=1e-10, atol=1e-12)
     n = flat(model).numel() * len(batches)
     assert 0 < switched < n  # both the SGD and the adaptive regime were exercised
+
+
+def test_agd_l2_weight_decay_enters_the_gradient() -> None:
+    model = tiny_net()
+    batches = [tiny_batch(seed=s) for s in range(3)]
+    expected, _ = paper_agd(copy.deepcopy(model), batches, lr=0.01, betas=(0.9, 0.99), delta=0.02, wd=0.1, mode="l2")
+    opt = AGD(model.parameters(), lr=0.01, betas=(0.9, 0.99), delta=0.02, weight_decay=0.1, weight_decay_mode="l2")
+    for x, y in batches:
+        backward(model, x, y)
+        opt.step()
+    torch.testing.assert_close(flat(model), expected, rtol=1e-10, atol=1e-12)
 
 
 @pytest.mark.skipif(AtorchAGD is None, reason=ATORCH_MISSING)
