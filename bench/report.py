@@ -22,7 +22,8 @@ TABLES = (*SECTIONS, *paper.ALIASES, "all")
 # metric or quantity -> (unit, format spec); anything else prints 4 significant digits
 DISPLAY = {"top1": ("%", ".2f"), "accuracy": ("%", ".3f"), "glue": ("", ".2f"), "glue_avg": ("", ".2f"),
            "bleu": ("", ".2f"), "ppl": ("", ".2f"), "logloss": ("", ".4f"), "auc": ("", ".4f"),
-           "steps": ("", ".0f"), "hvp": ("", ".0f"), "s": ("", ".1f"), "s/step": ("", ".3g"), "ratio": ("", ".2f")}
+           "steps": ("", ".0f"), "hvp": ("", ".0f"), "s": ("", ".1f"), "s/step": ("", ".3g"), "ratio": ("", ".2f"),
+           "grad_evals": ("", ".0f"), "MB": ("", ".4g")}
 MAX_ERROR_NOTES = 10
 DATA_BOUND_FRAC = 0.1  # a run that waited longer than this fraction of its training time for data is data-bound
 
@@ -95,11 +96,13 @@ def data_bound_notes(runs: pd.DataFrame) -> list[str]:
 
 def summary_section(rs: RecordSet, summary: pd.DataFrame) -> Section:
     """Per task and optimizer: completed runs, final metric over seeds, cost, and every run that did not finish."""
-    columns = ["task", "optimizer", "metric", "done", "final", "s/step", "HVPs", "to target", "diverged", "failed"]
+    columns = ["task", "optimizer", "metric", "done", "final", "s/step", "HVPs", "grad evals", "state MB",
+               "to target", "diverged", "failed"]
     running = bool(summary["n_running"].any())  # a column only while a study is still going
     rows = [[r["task"], r["label"], metric_header(r["metric"], r["mode"]), str(r["n_done"]),
              mean_std(r["mean"], r["std"], r["metric"]), num(r["s_per_step"], "s/step"), num(r["hvp_count"], "hvp"),
-             _target_cell(r), str(r["n_diverged"]), str(r["n_failed"]), *([str(r["n_running"])] * running)]
+             num(r["grad_evals"], "grad_evals"), num(r["state_bytes"] / 1e6, "MB"), _target_cell(r),
+             str(r["n_diverged"]), str(r["n_failed"]), *([str(r["n_running"])] * running)]
             for _, r in summary.iterrows()]
     studies = ", ".join(sorted(set(rs.runs["study"])))
     notes = [f"{len(rs.runs)} runs under {rs.root} (studies: {studies}). Final metric: mean ± sample std "
@@ -112,7 +115,7 @@ def summary_section(rs: RecordSet, summary: pd.DataFrame) -> Section:
     if len(bad) > MAX_ERROR_NOTES:
         notes.append(f"... and {len(bad) - MAX_ERROR_NOTES} more; see --table runs")
     notes += data_bound_notes(rs.runs)
-    return Section("Summary", columns + ["running"] * running, rows, notes, align="lll" + "r" * (7 + running))
+    return Section("Summary", columns + ["running"] * running, rows, notes, align="lll" + "r" * (9 + running))
 
 
 def runs_section(rs: RecordSet, ttt: pd.DataFrame) -> Section:
