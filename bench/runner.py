@@ -32,6 +32,7 @@ from bench.progress import TrainProgress
 from bench.records import RECORD_NAME, SCHEMA, environment, now, read_record, run_id_of, write_record
 from bench.schedules import Schedule
 from bench.step import Diverged, autocast, train_step
+from bench.switch import OptimizerSwitch
 from tasks.base import Task
 
 # The cycle this warning is about is broken by the optimizer's `update_hessian`, which detaches p.grad.
@@ -130,6 +131,8 @@ class Runner:
                             task.metric.mode)
         state = TrainState()
         checkpoint = None if cfg.force else load_checkpoint(self.run_dir)
+        self.switch = OptimizerSwitch(cfg, task, self.dist.unwrap(model), steps_per_epoch, self.dist)
+        optimizer, schedule = self.switch.at(checkpoint["state"]["step"] if checkpoint else 0, optimizer, schedule)
         if checkpoint is not None:
             self.dist.unwrap(model).load_state_dict(checkpoint["model"])
             optimizer.load_state_dict(checkpoint["optimizer"])
@@ -197,6 +200,7 @@ class Runner:
                     loss_sum += loss * n
                     items += n
                     state.step += 1
+                    optimizer, schedule = self.switch.at(state.step, optimizer, schedule)
                     elapsed = time.perf_counter() - start
                     bar.update(1, loss.item(), optimizer.param_groups[0]["lr"],
                                items * self.dist.world_size / max(elapsed, 1e-9))
@@ -279,6 +283,7 @@ class Runner:
 
     def finish(self, record: dict[str, Any], task: Task, optimizer: torch.optim.Optimizer, state: TrainState,
                log: MetricsLog | None) -> None:
+        optimizer = self.switch.live(optimizer)
         record["history"] = state.history
         record["cost"] = {
             "steps": state.step,
@@ -288,6 +293,7 @@ class Runner:
             "peak_mem_bytes": peak_memory_bytes(self.device),
             "optimizer_state_bytes": state_bytes(optimizer),
         }
+        self.switch.annotate(record, state.step)
         if record["status"] != "completed":
             record["metric"]["final"] = None  # a run that did not finish has no final result; `best` is real
         record["finished_at"] = now()
