@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -84,7 +85,7 @@ class ColeHopfModule(nn.Module):
 
 
 class Analytic(nn.Module):
-    def __init__(self, fn) -> None:  # noqa: ANN001
+    def __init__(self, fn: Callable[[torch.Tensor, torch.Tensor], torch.Tensor]) -> None:
         super().__init__()
         self.fn = fn
 

@@ -12,8 +12,8 @@ import torch
 
 import bench.step
 from bench.config import compose_config
-from bench.runner import build_task, seed_everything
 from bench.distributed import Distributed
+from bench.runner import build_task, seed_everything
 from tasks.pinn.task import PinnTask
 from tests.runs import comparable, run
 
