@@ -106,5 +106,5 @@ def test_warm_start_refuses_a_mismatched_state() -> None:
     adam = torch.optim.Adam([nn.Parameter(torch.ones(2)), nn.Parameter(torch.ones(3))])
     with pytest.raises(ValueError, match="covers 2 parameters, this optimizer has 1"):
         AdaHessian([nn.Parameter(torch.ones(2))]).load_adam_state(adam.state_dict())
-    with pytest.raises(ValueError, match="expected torch.optim.Adam"):
+    with pytest.raises(ValueError, match=r"expected torch\.optim\.Adam"):
         AdaHessian([nn.Parameter(torch.ones(2))]).load_adam_state({"state": {}})
