@@ -77,12 +77,16 @@ def describe_composition_error(exc: Exception, overrides: list[str]) -> str:
 
 
 def validate(overrides: list[str]) -> None:
+    batch_size_given = any(o.lstrip("+~").split("=")[0] == "trainer.batch_size" for o in overrides)
     for composition in sweep_compositions(overrides):
         try:
             cfg = compose_config(composition)
         except HydraException as exc:
             raise UsageError(describe_composition_error(exc, composition)) from None
         check_config(cfg)
+        unused = cfg.task.get("batch_size_unused")
+        if batch_size_given and unused:
+            raise UsageError(f"trainer.batch_size does not apply to task={cfg.task.name}: {unused}")
 
 
 def is_multirun() -> bool:

@@ -86,7 +86,23 @@ def needs_hessian(optimizer: torch.optim.Optimizer, step: int) -> bool:
     return bool(ask(step)) if ask is not None else False
 
 
+def needs_closure(optimizer: torch.optim.Optimizer) -> bool:
+    """Whether `step` needs a closure that recomputes the loss (L-BFGS's line search, OASIS-style steps)."""
+    return bool(getattr(optimizer, "needs_closure", isinstance(optimizer, torch.optim.LBFGS)))
+
+
+def _tensor_bytes(value: Any) -> int:
+    if torch.is_tensor(value):
+        return value.numel() * value.element_size()
+    if isinstance(value, dict):
+        return sum(_tensor_bytes(v) for v in value.values())
+    if isinstance(value, (list, tuple)):
+        return sum(_tensor_bytes(v) for v in value)
+    return 0
+
+
 def state_bytes(optimizer: torch.optim.Optimizer) -> int:
-    """Memory held by the optimizer's state tensors (moments, Hessian diagonals, ...)."""
-    return sum(v.numel() * v.element_size() for s in optimizer.state.values() for v in s.values()
-               if torch.is_tensor(v))
+    """Memory held by the optimizer's state tensors (moments, Hessian diagonals, Kronecker factors, nested
+    too) plus what it keeps outside `state` and reports through `extra_state_bytes()` (e.g. a gradient ring)."""
+    extra = getattr(optimizer, "extra_state_bytes", None)
+    return _tensor_bytes(list(optimizer.state.values())) + (int(extra()) if callable(extra) else 0)

@@ -40,11 +40,12 @@ PEER_CAVEAT = (f"{PEER} draws its Rademacher probes with randint_like(p, 0, 1) *
 
 @dataclass
 class Variant:
-    """A named way of taking `cycle` steps; `run_cycle` does them and returns nothing."""
+    """A named way of taking `cycle` steps; `run_cycle` does them and returns the items they covered."""
 
     name: str
     cycle: int
-    run_cycle: Callable[[list[Any]], None]
+    run_cycle: Callable[[list[Any]], int]
+    first_order: bool = False
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -95,12 +96,11 @@ def harness_variant(label: str, optimizer_cfg: DictConfig, every: int, task: Tas
     optimizer = build_optimizer(cfg, task.param_groups(model), task.steps_per_epoch(), seed=0)
     steps = iter(range(1 << 62))
 
-    def run_cycle(batches: list[Any]) -> None:
-        for batch in batches:
-            train_step(task, model, optimizer, batch, hessian=needs_hessian(optimizer, next(steps)), device=device,
-                       amp=amp)
+    def run_cycle(batches: list[Any]) -> int:
+        return sum(train_step(task, model, optimizer, batch, hessian=needs_hessian(optimizer, next(steps)),
+                              device=device, amp=amp).n for batch in batches)
 
-    return Variant(label, every, run_cycle)
+    return Variant(label, every, run_cycle, first_order=not is_hessian_optimizer(optimizer_cfg))
 
 
 def peer_variant(every: int, task: Task, device: torch.device, amp: str) -> Variant:
@@ -108,9 +108,9 @@ def peer_variant(every: int, task: Task, device: torch.device, amp: str) -> Vari
     model = fresh_model(task, device)
     optimizer = get_class(PEER)(model.parameters(), lr=0.15, eps=1e-4, update_period=every)
 
-    def run_cycle(batches: list[Any]) -> None:
-        for batch in batches:
-            train_step(task, model, optimizer, batch, hessian=True, device=device, amp=amp)
+    def run_cycle(batches: list[Any]) -> int:
+        return sum(train_step(task, model, optimizer, batch, hessian=True, device=device, amp=amp).n
+                   for batch in batches)
 
     return Variant(f"peer:pytorch_optimizer@{every}", every, run_cycle)
 
@@ -123,27 +123,38 @@ def hvp_limit_variant(task: Task, device: torch.device, amp: str) -> Variant:
     generator = torch.Generator(device=device).manual_seed(0)
     probes = [torch.randint(0, 2, p.shape, generator=generator, device=device).to(p.dtype) * 2 - 1 for p in params]
 
-    def run_cycle(batches: list[Any]) -> None:
+    def run_cycle(batches: list[Any]) -> int:
+        items = 0
         for batch in batches:
             with autocast(device, amp):
-                loss, _ = task.loss(model, batch)
+                loss, n = task.loss(model, batch)
+            items += n
             grads = torch.autograd.grad(loss, params, create_graph=True)
             torch.autograd.grad(grads, params, grad_outputs=probes)
             for p, g in zip(params, grads, strict=True):
                 p.grad = g.detach()
             adam.step()
             adam.zero_grad(set_to_none=True)
+        return items
 
     return Variant("hvp_limit", 1, run_cycle)
 
 
-def measure(variants: list[Variant], batches: list[Any], steps: int, warmup: int,
-            device: torch.device) -> tuple[dict[str, float], list[str]]:
-    """Median seconds per step of each variant, timed one cycle at a time, round-robin. A variant that stops
-    on a NaN loss (train_step raises Diverged) is dropped, since NaN arithmetic would distort its timing,
-    and listed as diverged."""
+@dataclass
+class Timings:
+    """Median seconds per step and items per second of each timed variant; the ones that diverged."""
+
+    median_s: dict[str, float]
+    items_per_s: dict[str, float]
+    diverged: list[str]
+
+
+def measure(variants: list[Variant], batches: list[Any], steps: int, warmup: int, device: torch.device) -> Timings:
+    """Time each variant one cycle at a time, round-robin. A variant that stops on a NaN loss (train_step
+    raises Diverged) is dropped, since NaN arithmetic would distort its timing, and listed as diverged."""
     feed = cycle(batches)
     times: dict[str, list[float]] = {v.name: [] for v in variants}
+    items: dict[str, int] = dict.fromkeys(times, 0)
     diverged: list[str] = []
     for round_index in range(warmup + steps):
         for variant in variants:
@@ -153,27 +164,42 @@ def measure(variants: list[Variant], batches: list[Any], steps: int, warmup: int
             synchronize(device)
             start = time.perf_counter()
             try:
-                variant.run_cycle(chunk)
+                n = variant.run_cycle(chunk)
             except Diverged:
                 diverged.append(variant.name)
                 continue
             synchronize(device)
             if round_index >= warmup:
                 times[variant.name].append((time.perf_counter() - start) / variant.cycle)
-    return {name: statistics.median(v) for name, v in times.items() if v and name not in diverged}, diverged
+                items[variant.name] += n
+    kept = {name: v for name, v in times.items() if v and name not in diverged}
+    return Timings({name: statistics.median(v) for name, v in kept.items()},
+                   {name: items[name] / (sum(v) * variant_cycle(variants, name)) for name, v in kept.items()},
+                   diverged)
 
 
-def summarize(median_s: dict[str, float], args: argparse.Namespace, device: torch.device) -> dict[str, Any]:
+def variant_cycle(variants: list[Variant], name: str) -> int:
+    return next(v.cycle for v in variants if v.name == name)
+
+
+def summarize(timings: Timings, variants: list[Variant], args: argparse.Namespace, task: Task,
+              device: torch.device) -> dict[str, Any]:
+    median_s = timings.median_s
+
     def ratios(base: str) -> dict[str, float]:
         if base not in median_s:
             return {}
         return {k: round(v / median_s[base], 3) for k, v in median_s.items() if k not in (base, "hvp_limit")}
 
+    bases = [v.name for v in variants if v.first_order]
     result: dict[str, Any] = {
         "task": args.task, "device": str(device), "gpu": torch.cuda.get_device_name(device) if device.type == "cuda"
         else None, "torch": torch.__version__, "batch_size": args.batch_size, "steps": args.steps, "amp": args.amp,
         "median_s": {k: round(v, 6) for k, v in median_s.items()},
+        "throughput_unit": task.throughput_unit,
+        "items_per_s": {k: round(v, 1) for k, v in timings.items_per_s.items()},
         "ratios_vs_adam": ratios("adam"), "ratios_vs_sgd": ratios("sgd"),
+        "ratios_vs": {base: ratios(base) for base in bases if base in median_s},
     }
     if "adam" in median_s:
         limit = median_s["hvp_limit"] / median_s["adam"]
@@ -188,18 +214,20 @@ def summarize(median_s: dict[str, float], args: argparse.Namespace, device: torc
         result["targets"] = targets
     if args.peers:
         result["peer_caveat"] = PEER_CAVEAT
+    result["diverged"] = timings.diverged
     return result
 
 
 def print_table(result: dict[str, Any]) -> None:
     from rich.table import Table
 
+    bases = list(result["ratios_vs"])
     table = Table(title=f"step time: {result['task']}, batch {result['batch_size']}, {result['device']}")
-    for column in ("variant", "median ms/step", "x SGD", "x Adam"):
+    for column in ("variant", "median ms/step", f"{result['throughput_unit']}/s", *(f"x {b}" for b in bases)):
         table.add_column(column, justify="right" if column != "variant" else "left")
     for name, seconds in result["median_s"].items():
-        table.add_row(name, f"{seconds * 1e3:.1f}", str(result["ratios_vs_sgd"].get(name, "-")),
-                      str(result["ratios_vs_adam"].get(name, "-")))
+        table.add_row(name, f"{seconds * 1e3:.1f}", f"{result['items_per_s'][name]:.0f}",
+                      *(str(result["ratios_vs"][b].get(name, "-")) for b in bases))
     console.print(table)
     if "hvp_limit_vs_adam" in result:
         console.print(f"HVP limit = {result['hvp_limit_vs_adam']}x Adam")
@@ -217,9 +245,9 @@ def build_timing_task(cfg: DictConfig, device: torch.device, batch_size: int) ->
     try:
         return build_task(cfg, device, Distributed.single()), str(cfg.task.get("data_dir", "bundled"))
     except UsageError as exc:
-        if "synthetic_images" not in cfg.task:
+        if "synthetic" not in cfg.task:
             raise
-        cfg.task.synthetic_images = 8 * batch_size
+        cfg.task.synthetic = 8 * batch_size  # random training items of the task's real shapes
         console.print(f"note: timing on random tensors of the task's shape ({exc})", highlight=False,
                       markup=False, soft_wrap=True)
         return build_task(cfg, device, Distributed.single()), "synthetic"
@@ -248,10 +276,8 @@ def run(args: argparse.Namespace) -> int:
     if args.peers:
         variants += [peer_variant(k, task, device, args.amp) for k in every]
     variants.append(hvp_limit_variant(task, device, args.amp))
-    median_s, diverged = measure(variants, batches, args.steps, args.warmup, device)
-    result = summarize(median_s, args, device)
+    result = summarize(measure(variants, batches, args.steps, args.warmup, device), variants, args, task, device)
     result["data"] = data
-    result["diverged"] = diverged
     if args.json:
         print(json.dumps(result, indent=2))
     else:

@@ -53,12 +53,17 @@ def _run_row(rec: dict[str, Any], path: Path) -> dict[str, Any]:
         "error": rec.get("error") or "",
         "metric": metric.get("name", ""),
         "mode": metric.get("mode", "max"),
-        "final": _number(metric.get("final")),
+        # The run's result: the final test evaluation where the task has one (Task.test), else the last eval.
+        "final": _number(metric["test"] if metric.get("test") is not None else metric.get("final")),
         "best": _number(metric.get("best")),
         "steps": _number(cost.get("steps")),
         "wall_s": _number(cost.get("wall_s")),
         "s_per_step": _number(cost.get("s_per_step")),
         "hvp_count": _number(cost.get("hvp_count")),
+        "grad_evals": _number(cost.get("grad_evals")),
+        "state_bytes": _number(cost.get("optimizer_state_bytes")),
+        "items_per_s": _number(cost.get("items_per_s")),
+        "data_wait_frac": _number(cost.get("data_wait_frac")),
         "target": _number(task_cfg.get("target")),
         "path": str(path),
     }

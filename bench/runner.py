@@ -11,8 +11,8 @@ import random
 import resource
 import time
 import warnings
+from collections.abc import Iterable, Iterator
 from dataclasses import asdict, dataclass, field
-from itertools import islice
 from pathlib import Path
 from typing import Any
 
@@ -24,6 +24,7 @@ from omegaconf import DictConfig, OmegaConf
 from bench.checkpoint import CHECKPOINT_NAME, load_checkpoint, restore_rng_state, rng_state, save_checkpoint
 from bench.config import check_config
 from bench.distributed import Distributed
+from bench.early_stop import early_stop
 from bench.errors import UsageError
 from bench.loggers import MetricsLog
 from bench.optim_factory import build_optimizer, needs_hessian, state_bytes
@@ -31,6 +32,7 @@ from bench.preemption import Preempted, PreemptionGuard
 from bench.progress import TrainProgress
 from bench.records import RECORD_NAME, SCHEMA, environment, now, read_record, run_id_of, write_record
 from bench.schedules import Schedule
+from bench.snapshots import average_snapshots, clear_snapshots, save_snapshot
 from bench.step import Diverged, autocast, train_step
 from bench.switch import OptimizerSwitch
 from tasks.base import Task
@@ -38,6 +40,8 @@ from tasks.base import Task
 # The cycle this warning is about is broken by the optimizer's `update_hessian`, which detaches p.grad.
 warnings.filterwarnings("ignore", message=r"Using backward\(\) with create_graph=True")
 FINAL_STATUSES = ("completed", "diverged")
+# Task config keys for the harness, not the task's constructor.
+TASK_HARNESS_KEYS = ("name", "target", "batch_size_unused", "routes", "model_note")
 
 
 @dataclass
@@ -49,6 +53,14 @@ class TrainState:
     history: list[dict[str, Any]] = field(default_factory=list)
     epoch_loss_sum: float = 0.0  # the current epoch's partial sums, for a mid-epoch (preemption) checkpoint
     epoch_items: int = 0
+    items: int = 0  # items trained on (the task's throughput unit), over all ranks
+    data_wait_s: float = 0.0  # time spent waiting for the next batch
+    grad_evals: int = 0  # gradient evaluations (closure calls count one each)
+    stopped_early: dict[str, Any] | None = None
+
+
+class StopEarly(Exception):
+    """The early-stop rule fired at an epoch end: the run is complete."""
 
 
 def resolve_device(name: str, local_rank: int = 0) -> torch.device:
@@ -74,7 +86,7 @@ def build_task(cfg: DictConfig, device: torch.device, dist: Distributed) -> Task
     kwargs = OmegaConf.to_container(cfg.task, resolve=True)
     assert isinstance(kwargs, dict)
     cls = get_class(kwargs.pop("_target_"))
-    for key in ("name", "target"):
+    for key in TASK_HARNESS_KEYS:
         kwargs.pop(key, None)
     try:
         return cls(**kwargs, device=device, batch_size=cfg.trainer.batch_size,
@@ -82,6 +94,24 @@ def build_task(cfg: DictConfig, device: torch.device, dist: Distributed) -> Task
                    world_size=dist.world_size)
     except ValueError as exc:
         raise UsageError(str(exc)) from None
+
+
+def timed(batches: Iterable[Any]) -> Iterator[tuple[Any, float]]:
+    """Each batch with the seconds spent waiting for it (the data pipeline's share of the step)."""
+    iterator = iter(batches)
+    while True:
+        start = time.perf_counter()
+        try:
+            batch = next(iterator)
+        except StopIteration:
+            return
+        yield batch, time.perf_counter() - start
+
+
+def final_value(record: dict[str, Any]) -> float:
+    """The run's result: the final test evaluation where the task has one, else the last evaluation."""
+    metric = record["metric"]
+    return metric["test"] if metric.get("test") is not None else metric["final"]
 
 
 def peak_memory_bytes(device: torch.device) -> int:
@@ -117,6 +147,13 @@ class Runner:
             return previous
         seed_everything(cfg.seed, cfg.trainer.deterministic)
         task = build_task(cfg, self.device, self.dist)
+        try:
+            return self.run_task(task)
+        finally:
+            task.close()
+
+    def run_task(self, task: Task) -> str:
+        cfg = self.cfg
         if self.device.type == "cuda":  # only once the allocator has been used on the device, else it raises
             torch.cuda.reset_peak_memory_stats(self.device)
         model = self.dist.prepare_model(task.build_model().to(self.device), cfg.trainer.sync_bn)
@@ -142,6 +179,10 @@ class Runner:
             self.dist.print(f"resume {self.label} from step {state.step} ({self.run_dir})")
         if cfg.force and self.dist.is_main:
             (self.run_dir / CHECKPOINT_NAME).unlink(missing_ok=True)
+            clear_snapshots(self.run_dir)
+        attach = getattr(optimizer, "attach", None)
+        if callable(attach):
+            attach(self.dist.unwrap(model))
         record = self.new_record(task, resumed=checkpoint is not None)
         log = MetricsLog(self.run_dir, cfg, self.run_id, rows=len(state.history)) if self.dist.is_main else None
         self.write(record)
@@ -150,6 +191,7 @@ class Runner:
         try:
             with guard:
                 self.train(task, model, optimizer, schedule, state, steps_per_epoch, record, log, guard)
+            self.final_test(task, model, record)
             record["status"] = "completed"
         except Preempted as exc:
             preempted = True
@@ -178,12 +220,13 @@ class Runner:
         total = cfg.epochs * steps_per_epoch
         model.train()
         with TrainProgress(cfg.progress, total, state.step, self.label, quiet=not self.dist.is_main) as bar:
-            while state.step < total:
+            while state.step < total and state.stopped_early is None:
                 epoch, done_in_epoch = divmod(state.step, steps_per_epoch)
                 loss_sum = torch.tensor(state.epoch_loss_sum, device=self.device)
                 items = state.epoch_items
                 start = time.perf_counter()
-                for batch in islice(task.train_batches(epoch), done_in_epoch, None):
+                for batch, waited in timed(task.train_batches(epoch, done_in_epoch)):
+                    state.data_wait_s += waited
                     # Checked before a step, so a stop never falls between an epoch's last step and its eval.
                     if self.dist.any(guard.requested, self.device):
                         state.wall_s += time.perf_counter() - start
@@ -191,18 +234,20 @@ class Runner:
                         self.save_checkpoint(model, optimizer, schedule, state)
                         raise Preempted(guard.describe())
                     try:
-                        loss, n = train_step(task, model, optimizer, batch, device=self.device, amp=cfg.amp,
-                                             hessian=needs_hessian(optimizer, state.step), scaler=scaler,
-                                             grad_clip=cfg.grad_clip, dist=self.dist)
+                        result = train_step(task, model, optimizer, batch, device=self.device, amp=cfg.amp,
+                                            hessian=needs_hessian(optimizer, state.step), scaler=scaler,
+                                            grad_clip=cfg.grad_clip, dist=self.dist)
                     except Diverged as exc:
                         raise Diverged(f"{exc} at step {state.step}") from None
                     schedule.after_step()
-                    loss_sum += loss * n
-                    items += n
+                    loss_sum += result.loss * result.n
+                    items += result.n
+                    state.items += result.n * self.dist.world_size
+                    state.grad_evals += result.grad_evals
                     state.step += 1
-                    optimizer, schedule = self.switch.at(state.step, optimizer, schedule)
+                    optimizer, schedule = self.switch.at(state.step, optimizer, schedule, running=True)
                     elapsed = time.perf_counter() - start
-                    bar.update(1, loss.item(), optimizer.param_groups[0]["lr"],
+                    bar.update(1, result.loss.item(), optimizer.param_groups[0]["lr"],
                                items * self.dist.world_size / max(elapsed, 1e-9))
                 state.wall_s += time.perf_counter() - start
                 state.epoch_loss_sum, state.epoch_items = 0.0, 0
@@ -211,7 +256,7 @@ class Runner:
     def end_epoch(self, task: Task, model: torch.nn.Module, optimizer: torch.optim.Optimizer,
                   schedule: Schedule, state: TrainState, epoch: int, loss_sum: torch.Tensor, items: int,
                   record: dict[str, Any], log: MetricsLog | None, bar: TrainProgress) -> None:
-        """Evaluate, append to the history, step a plateau schedule, checkpoint."""
+        """Evaluate, append to the history, step a plateau schedule, apply early stopping, checkpoint."""
         train_loss = self.dist.mean(loss_sum / max(items, 1))
         model.eval()
         with torch.no_grad(), autocast(self.device, self.cfg.trainer.amp):
@@ -226,12 +271,28 @@ class Runner:
         schedule.after_eval(metrics[name])
         bar.epoch_done(epoch, self.cfg.trainer.epochs, train_loss, name, metrics[name], row["lr"])
         self.update_metric(record, task, state)
+        state.stopped_early = early_stop(self.cfg.trainer.early_stop, task.metric, state.history)
         record["history"] = state.history
         if log is not None:
             log.log(row)
+        if self.cfg.trainer.average_last and self.dist.is_main:
+            save_snapshot(self.run_dir, epoch, self.dist.unwrap(model), self.cfg.trainer.average_last)
         if self.cfg.trainer.checkpoint:
             self.save_checkpoint(model, optimizer, schedule, state)
         self.write(record)
+
+    def final_test(self, task: Task, model: torch.nn.Module, record: dict[str, Any]) -> None:
+        """The task's final evaluation, on the average of the last `trainer.average_last` epochs' weights
+        when asked (fairseq's average_checkpoints), else on the trained model."""
+        model = self.dist.unwrap(model)
+        if self.cfg.trainer.average_last and self.dist.is_main:
+            record["test_model"] = average_snapshots(self.run_dir, model)
+        model.eval()
+        with torch.no_grad(), autocast(self.device, self.cfg.trainer.amp):
+            test = self.dist.broadcast_metrics(lambda: task.test(model))
+        if test is not None:
+            record["test"] = test
+            record["metric"]["test"] = test.get(task.metric.name)
 
     def save_checkpoint(self, model: torch.nn.Module, optimizer: torch.optim.Optimizer, schedule: Schedule,
                         state: TrainState) -> None:
@@ -260,10 +321,10 @@ class Runner:
             "schema": SCHEMA, "run_id": self.run_id, "study": cfg.study, "task": cfg.task.name,
             "optimizer": cfg.optimizer.name, "seed": cfg.seed, "status": "running", "error": None,
             "metric": {"name": task.metric.name, "mode": task.metric.mode, "final": None, "best": None,
-                       "best_step": None},
+                       "best_step": None, "test": None},
             "history": [],
-            "cost": {"steps": 0, "wall_s": 0.0, "s_per_step": None, "hvp_count": 0, "peak_mem_bytes": None,
-                     "optimizer_state_bytes": None},
+            "cost": {"steps": 0, "wall_s": 0.0, "s_per_step": None, "hvp_count": 0, "grad_evals": 0,
+                     "peak_mem_bytes": None, "optimizer_state_bytes": None},
             "env": environment(self.device, self.dist.world_size) | {"hessian_reduction": self.dist.describe()},
             "config": OmegaConf.to_container(cfg, resolve=True),
             "started_at": previous["started_at"] if previous else now(),
@@ -284,25 +345,38 @@ class Runner:
     def finish(self, record: dict[str, Any], task: Task, optimizer: torch.optim.Optimizer, state: TrainState,
                log: MetricsLog | None) -> None:
         optimizer = self.switch.live(optimizer)
+        detach = getattr(optimizer, "detach", None)
+        if callable(detach):
+            detach()
         record["history"] = state.history
+        precond_s = getattr(optimizer, "precond_time_s", None)
         record["cost"] = {
             "steps": state.step,
             "wall_s": round(state.wall_s, 4),
             "s_per_step": state.wall_s / state.step if state.step else None,
             "hvp_count": int(getattr(optimizer, "hvp_count", 0)),
+            "grad_evals": state.grad_evals,
             "peak_mem_bytes": peak_memory_bytes(self.device),
             "optimizer_state_bytes": state_bytes(optimizer),
+            "items_per_s": state.items / state.wall_s if state.wall_s else None,
+            "throughput_unit": task.throughput_unit,
+            "data_wait_frac": state.data_wait_s / state.wall_s if state.wall_s else None,
+            "precond_time_frac": precond_s / state.wall_s if precond_s is not None and state.wall_s else None,
         }
         self.switch.annotate(record, state.step)
+        record["data"] = task.data_summary()
+        if state.stopped_early is not None:
+            record["stopped_early"] = state.stopped_early
         if record["status"] != "completed":
             record["metric"]["final"] = None  # a run that did not finish has no final result; `best` is real
+            record["metric"]["test"] = None
         record["finished_at"] = now()
         self.write(record)
         if log is not None:
             log.close(record["status"])
         if self.dist.is_main:
             outcome = record["status"] if record["status"] != "completed" else (
-                f"completed: {task.metric.name} {record['metric']['final']:.2f}")
+                f"completed: {task.metric.name} {final_value(record):.2f}")
             self.dist.print(f"{self.label} {outcome} -> {self.run_dir / 'record.json'}")
 
     def write(self, record: dict[str, Any]) -> None:

@@ -3,17 +3,29 @@
 from __future__ import annotations
 
 import contextlib
+from dataclasses import dataclass
 from typing import Any
 
 import torch
 from torch.nn.attention import SDPBackend, sdpa_kernel
 
 from bench.distributed import Distributed
+from bench.optim_factory import needs_closure
 from tasks.base import Task
 
 
 class Diverged(Exception):
     """The loss became NaN or infinite: the run ends and the record says `diverged`."""
+
+
+@dataclass
+class StepResult:
+    """The step's loss per item (detached, for logging), the items it covered, and the gradient evaluations
+    it took (1, or one per closure call for L-BFGS-style optimizers)."""
+
+    loss: torch.Tensor
+    n: int
+    grad_evals: int = 1
 
 
 def autocast(device: torch.device, amp: str) -> contextlib.AbstractContextManager:
@@ -22,21 +34,38 @@ def autocast(device: torch.device, amp: str) -> contextlib.AbstractContextManage
     return torch.autocast(device.type, dtype=torch.bfloat16 if amp == "bf16" else torch.float16)
 
 
-def train_step(task: Task, model: torch.nn.Module, optimizer: torch.optim.Optimizer, batch: Any, *, hessian: bool,
-               device: torch.device, amp: str = "none", scaler: torch.amp.GradScaler | None = None,
-               grad_clip: float = 0.0, dist: Distributed | None = None) -> tuple[torch.Tensor, int]:
-    """Forward, backward (keeping the graph only when `hessian`), Hessian estimate, clip, update.
-
-    The estimate is taken before clipping so that clipping never rescales the double-backward graph.
-    """
-    dist = dist or Distributed.single()
-    # Fused SDPA kernels have no double backward; the math kernel does (DESIGN.md, Attention).
+def forward_loss(task: Task, model: torch.nn.Module, batch: Any, device: torch.device, amp: str,
+                 hessian: bool) -> tuple[torch.Tensor, int]:
+    """The task's loss; on Hessian steps under the math attention kernel, since fused SDPA kernels have no
+    double backward (DESIGN.md, Attention)."""
     kernels = sdpa_kernel(SDPBackend.MATH) if hessian else contextlib.nullcontext()
     with kernels, autocast(device, amp):
-        loss, n = task.loss(model, batch)
+        return task.loss(model, batch)
+
+
+def per_item(task: Task, loss: torch.Tensor, n: int) -> torch.Tensor:
+    return loss.detach().float() / n if task.loss_reduction == "sum" else loss.detach().float()
+
+
+def check_finite(loss: torch.Tensor, dist: Distributed, device: torch.device) -> None:
     finite = bool(torch.isfinite(loss))
     if dist.any(not finite, device):  # decided together, so no rank is left waiting in a collective
         raise Diverged(f"loss became {loss.item()}" if not finite else "loss diverged on another rank")
+
+
+def train_step(task: Task, model: torch.nn.Module, optimizer: torch.optim.Optimizer, batch: Any, *, hessian: bool,
+               device: torch.device, amp: str = "none", scaler: torch.amp.GradScaler | None = None,
+               grad_clip: float = 0.0, dist: Distributed | None = None) -> StepResult:
+    """Forward, backward (keeping the graph only when `hessian`), Hessian estimate, clip, update.
+
+    The estimate is taken before clipping so that clipping never rescales the double-backward graph.
+    Optimizers that need a closure (L-BFGS, OASIS) get one that recomputes the loss on the same batch.
+    """
+    dist = dist or Distributed.single()
+    if needs_closure(optimizer):
+        return closure_step(task, model, optimizer, batch, hessian=hessian, device=device, amp=amp, dist=dist)
+    loss, n = forward_loss(task, model, batch, device, amp, hessian)
+    check_finite(loss, dist, device)
     if scaler is not None:
         scaler.scale(loss).backward()
         scaler.unscale_(optimizer)
@@ -53,4 +82,27 @@ def train_step(task: Task, model: torch.nn.Module, optimizer: torch.optim.Optimi
     else:
         optimizer.step()
     optimizer.zero_grad(set_to_none=True)
-    return loss.detach().float(), n
+    return StepResult(per_item(task, loss, n), n)
+
+
+def closure_step(task: Task, model: torch.nn.Module, optimizer: torch.optim.Optimizer, batch: Any, *,
+                 hessian: bool, device: torch.device, amp: str, dist: Distributed) -> StepResult:
+    """`optimizer.step(closure)`: each call recomputes the loss on this batch and its gradient (with the graph
+    kept when the step also takes Hessian-vector products). The first call's loss is the step's loss."""
+    calls: list[tuple[torch.Tensor, int]] = []
+
+    def closure() -> torch.Tensor:
+        optimizer.zero_grad(set_to_none=True)
+        with torch.enable_grad():
+            loss, n = forward_loss(task, model, batch, device, amp, hessian)
+            if not calls:
+                check_finite(loss, dist, device)
+            loss.backward(create_graph=hessian)
+        dist.after_backward(model)
+        calls.append((loss.detach(), n))
+        return loss.detach()
+
+    optimizer.step(closure)
+    optimizer.zero_grad(set_to_none=True)
+    loss, n = calls[0]
+    return StepResult(per_item(task, loss, n), n, grad_evals=len(calls))

@@ -58,9 +58,11 @@ class OptimizerSwitch:
         assert isinstance(cfg, DictConfig)
         return cfg
 
-    def at(self, step: int, optimizer: torch.optim.Optimizer,
-           schedule: Schedule) -> tuple[torch.optim.Optimizer, Schedule]:
-        """The optimizer and schedule for `step`: the second pair from `switch_at` on, built once."""
+    def at(self, step: int, optimizer: torch.optim.Optimizer, schedule: Schedule,
+           running: bool = False) -> tuple[torch.optim.Optimizer, Schedule]:
+        """The optimizer and schedule for `step`: the second pair from `switch_at` on, built once. `running`:
+        the switch happens mid-training, so the first optimizer is detached and the second attached to the
+        model (before training starts the runner attaches whichever optimizer is in charge)."""
         if not self.active or self.current is not None or step < self.at_step:
             return optimizer, schedule
         trainer = self.cfg.trainer
@@ -74,6 +76,12 @@ class OptimizerSwitch:
             warnings.filterwarnings("ignore", message=r"Detected call of `lr_scheduler.step\(\)`")
             for _ in range(self.at_step):
                 new_schedule.after_step()
+        if running:
+            detach, attach = getattr(optimizer, "detach", None), getattr(second, "attach", None)
+            if callable(detach):
+                detach()
+            if callable(attach):
+                attach(self.model)
         self.hvp_before = int(getattr(optimizer, "hvp_count", 0))
         self.current = second
         self.dist.print(f"switch to {self.to} at step {self.at_step}")

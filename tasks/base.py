@@ -33,6 +33,8 @@ class Task(ABC):
     """A task owns its data pipeline and model; the runner only loops."""
 
     metric: Metric
+    throughput_unit: str = "examples"  # what the `n` of `loss()` counts: images, tokens, examples, points
+    loss_reduction: str = "mean"  # "sum": `loss()` returns the sum over its n items (the runner logs loss / n)
 
     def __init__(self, *, device: torch.device, batch_size: int, eval_batch_size: int, seed: int,
                  rank: int = 0, world_size: int = 1) -> None:
@@ -50,8 +52,9 @@ class Task(ABC):
     def steps_per_epoch(self) -> int: ...
 
     @abstractmethod
-    def train_batches(self, epoch: int) -> Iterator[Batch]:
-        """This rank's batches for `epoch`; the order depends only on (seed, epoch), so resume is exact."""
+    def train_batches(self, epoch: int, start: int = 0) -> Iterator[Batch]:
+        """This rank's batches `start, start + 1, ...` of `epoch`; the order depends only on (seed, epoch),
+        so a run resumed mid-epoch sees the batches the uninterrupted one would have seen."""
 
     @abstractmethod
     def loss(self, model: nn.Module, batch: Batch) -> tuple[torch.Tensor, int]:
@@ -60,6 +63,18 @@ class Task(ABC):
     @abstractmethod
     def evaluate(self, model: nn.Module) -> dict[str, float]:
         """Held-out metrics; must contain `self.metric.name`."""
+
+    def test(self, model: nn.Module) -> dict[str, float] | None:
+        """The final held-out evaluation of a completed run (e.g. beam-search BLEU on the test split), or None
+        when `evaluate` already is the final one."""
+        return None
+
+    def data_summary(self) -> dict[str, Any]:
+        """What the record should say about the data: skipped rows, token counts, cache paths."""
+        return {}
+
+    def close(self) -> None:  # noqa: B027 - optional hook; most tasks hold nothing to release
+        """Release what the data pipeline holds (worker processes, memory maps)."""
 
     def param_groups(self, model: nn.Module) -> list[dict[str, Any]]:
         return [{"params": [p for p in model.parameters() if p.requires_grad]}]

@@ -93,15 +93,15 @@ def random_cifar_like(n: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.nd
 class Cifar10Task(TensorClassificationTask):
     """CIFAR-10 kept as uint8 on the device; normalised and augmented per batch.
 
-    `synthetic_images > 0` ignores `data_dir` and uses that many random images: for `bench perf` timings
+    `synthetic > 0` ignores `data_dir` and uses that many random images: for `bench perf` timings
     only, never for accuracy.
     """
 
-    def __init__(self, data_dir: str, depth: int = 20, augment: bool = True, synthetic_images: int = 0,
+    def __init__(self, data_dir: str, depth: int = 20, augment: bool = True, synthetic: int = 0,
                  **runtime: Any) -> None:
         if depth < 8 or (depth - 2) % 6:
             raise ValueError(f"task.depth={depth}: a CIFAR ResNet has depth 6n+2 (20, 32, 44, 56, 110)")
-        arrays = random_cifar_like(synthetic_images) if synthetic_images > 0 else load_cifar10(data_dir)
+        arrays = random_cifar_like(synthetic) if synthetic > 0 else load_cifar10(data_dir)
         train_x, train_y, test_x, test_y = (torch.from_numpy(a) for a in arrays)
         super().__init__(train_x, train_y, test_x, test_y, **runtime)
         self.depth = depth

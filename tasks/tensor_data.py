@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator
+from itertools import islice
 from typing import Any
 
 import torch
@@ -33,13 +34,17 @@ class TensorClassificationTask(Task):
     def steps_per_epoch(self) -> int:
         return len(self.train_x) // self.batch_size  # drop the ragged last batch, as the paper's loaders do
 
-    def train_batches(self, epoch: int) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+    def train_batches(self, epoch: int, start: int = 0) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        # Skipped batches are still drawn: augmentation consumes the epoch's generator batch by batch.
+        return islice(self._epoch_batches(epoch), start, None)
+
+    def _epoch_batches(self, epoch: int) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
         generator = self.epoch_generator(epoch)
         order = torch.randperm(len(self.train_x), generator=generator, device=self.device)
         local = self.batch_size // self.world_size
         for step in range(self.steps_per_epoch()):
-            start = step * self.batch_size + self.rank * local
-            idx = order[start:start + local]
+            begin = step * self.batch_size + self.rank * local
+            idx = order[begin:begin + local]
             yield self.prepare(self.train_x[idx], generator), self.train_y[idx]
 
     def loss(self, model: nn.Module, batch: tuple[torch.Tensor, torch.Tensor]) -> tuple[torch.Tensor, int]:

@@ -13,7 +13,7 @@ from tests.conftest import bench
 BAD_OVERRIDES = [
     (["task=imagenet_resnet9"], "unknown task 'imagenet_resnet9'; available: cifar10_resnet20"),
     (["optimizer=lbfgs2"], "unknown optimizer 'lbfgs2'; available: adagrad"),
-    (["trainer.epoch=3"], "unknown config key 'trainer.epoch'; trainer has: amp, batch_size"),
+    (["trainer.epoch=3"], "unknown config key 'trainer.epoch'; trainer has: amp, average_last, batch_size"),
     (["optimizer.lr=0"], "optimizer.lr=0: must be a positive number"),
     (["optimizer.lr=-0.1"], "optimizer.lr=-0.1: must be a positive number"),
     (["trainer.epochs=0"], "trainer.epochs=0: must be an integer >= 1"),

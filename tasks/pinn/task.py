@@ -36,7 +36,7 @@ class PinnTask(Task):
                  n_collocation: int, n_boundary: int, n_initial: int = 0, resample: bool = False,
                  steps_per_epoch: int = 200, model: dict[str, int] | None = None,
                  weights: dict[str, float] | None = None, cache_dir: str | None = None, synthetic: int = 0,
-                 batch_size_unused: str = "", **runtime: Any) -> None:
+                 **runtime: Any) -> None:
         super().__init__(**runtime)
         self.problem = make_problem(problem, params, domain)
         # `synthetic: N` (bench perf's random items of the real shapes) sets the number of collocation points.

@@ -1,0 +1,79 @@
+"""The runner's optional hooks: final test, checkpoint averaging, early stopping, closures, cost fields."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+
+from bench.config import compose_config
+from bench.distributed import Distributed
+from bench.runner import build_task, resolve_device
+from bench.snapshots import snapshot_paths
+from tests.conftest import bench
+from tests.runs import run
+
+WITH_TEST = "task._target_=tests.contract_tasks.DigitsWithTest"
+
+
+def test_final_test_and_data_summary_are_recorded(tmp_path: Path) -> None:
+    record = run(tmp_path, WITH_TEST, "optimizer=adam", "trainer.epochs=2")
+    assert record["status"] == "completed"
+    assert record["metric"]["test"] == record["test"]["top1"] == record["history"][-1]["metrics"]["top1"]
+    assert record["data"] == {"train_images": 1437, "test_images": 360}
+    cost = record["cost"]
+    assert cost["throughput_unit"] == "images" and cost["items_per_s"] > 0
+    assert 0 <= cost["data_wait_frac"] < 1
+    assert cost["grad_evals"] == cost["steps"]
+
+
+def test_test_evaluates_the_average_of_the_last_epochs(tmp_path: Path) -> None:
+    record = run(tmp_path, WITH_TEST, "optimizer=adam", "trainer.epochs=3", "trainer.average_last=2",
+                 "trainer.deterministic=true")
+    run_dir = tmp_path / "default" / record["run_id"]
+    paths = snapshot_paths(run_dir)
+    assert [p.name for p in paths] == ["epoch_00002.pt", "epoch_00003.pt"]
+    assert record["test_model"] == "average of the weights at the end of epochs [2, 3]"
+    states = [torch.load(p, weights_only=True) for p in paths]
+    by_hand = {k: (states[0][k] + states[1][k]) / 2 for k in states[0]}
+    cfg = compose_config([WITH_TEST, "trainer.device=cpu"])
+    task = build_task(cfg, resolve_device("cpu"), Distributed.single())
+    model = task.build_model()
+    model.load_state_dict(by_hand)
+    model.eval()
+    with torch.no_grad():
+        assert task.test(model)["top1"] == pytest.approx(record["test"]["top1"])
+
+
+def test_early_stop_ends_a_completed_run(tmp_path: Path) -> None:
+    # lr 1e-7 cannot improve the loss measurably, so the validation loss stalls at once.
+    record = run(tmp_path, "optimizer=sgd", "optimizer.lr=1e-7", "optimizer.momentum=0", "trainer.epochs=8",
+                 "trainer.early_stop.patience=1", "trainer.early_stop.metric=top1")
+    assert record["status"] == "completed"
+    stopped = record["stopped_early"]
+    assert stopped["epoch"] < 8 and len(record["history"]) == stopped["epoch"]
+    assert "did not improve" in stopped["reason"]
+
+
+def test_summed_loss_is_logged_per_item(tmp_path: Path) -> None:
+    summed = run(tmp_path, "task._target_=tests.contract_tasks.SummedLossDigits", "optimizer=adam",
+                 "trainer.epochs=1", "study=sum")
+    assert 0 < summed["history"][0]["train_loss"] < 3.0  # a mean cross-entropy, not a batch sum (~64x larger)
+
+
+def test_lbfgs_gets_a_closure_and_counts_gradient_evaluations(tmp_path: Path) -> None:
+    record = run(tmp_path, "optimizer=adam", "optimizer._target_=torch.optim.LBFGS", "~optimizer.betas",
+                 "~optimizer.eps", "~optimizer.weight_decay", "~optimizer.weight_decay_mode", "optimizer.lr=0.5",
+                 "+optimizer.max_iter=3", "trainer.epochs=1")
+    assert record["status"] == "completed"
+    assert record["cost"]["steps"] < record["cost"]["grad_evals"] <= 3 * record["cost"]["steps"]
+    assert record["metric"]["final"] > 50.0
+
+
+def test_batch_size_is_refused_where_a_task_does_not_use_it() -> None:
+    proc = bench("run", "task=digits", "+task.batch_size_unused=batches hold task.max_tokens tokens",
+                 "trainer.batch_size=8")
+    assert proc.returncode == 2
+    assert proc.stderr.strip() == ("error: trainer.batch_size does not apply to task=digits: batches hold "
+                                   "task.max_tokens tokens")
