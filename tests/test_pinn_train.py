@@ -3,16 +3,15 @@ the Adam -> L-BFGS / Adam -> AdaHessian switch records both phases and survives 
 
 from __future__ import annotations
 
-import inspect
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 import torch
 
-import bench.step
 from bench.config import compose_config
 from bench.distributed import Distributed
+from bench.errors import UsageError
 from bench.runner import build_task, seed_everything
 from tasks.pinn.task import PinnTask
 from tests.runs import comparable, run
@@ -94,14 +93,18 @@ def test_adam_to_adahessian_switch_records_phases_and_resumes_exactly(tmp_path: 
     assert resumed["phases"] == whole["phases"]
 
 
-@pytest.mark.skipif("closure" not in inspect.signature(bench.step.train_step).parameters
-                    and "closure" not in inspect.getsource(bench.step.train_step),
-                    reason="the runner does not pass L-BFGS its closure yet (CONTRACT.md: needs_closure)")
 def test_adam_to_lbfgs_switch_records_both_phases(tmp_path: Path) -> None:
     record = run(tmp_path, "task=pinn_poisson", "optimizer=adam", f"task.cache_dir={tmp_path}", *SMALL,
-                 "optimizer.lr=0.01", "trainer.switch_at=50", "trainer.switch_to=lbfgs", "optimizer.lr=0.01")
+                 "optimizer.lr=0.01", "trainer.switch_at=50", "trainer.switch_to=lbfgs")
     assert record["status"] == "completed", record["error"]
     assert record["phases"] == [{"optimizer": "adam", "start_step": 0, "end_step": 50},
                                 {"optimizer": "lbfgs", "start_step": 50, "end_step": 100}]
     rel = [row["metrics"]["rel_l2"] for row in record["history"]]
     assert rel[1] < rel[0]  # L-BFGS improves on where Adam left off
+    assert record["cost"]["grad_evals"] > 100  # each L-BFGS step evaluates the closure several times
+
+
+def test_unknown_switch_target_is_a_usage_error(tmp_path: Path) -> None:
+    with pytest.raises(UsageError, match=r"trainer\.switch_to=newton: no such optimizer"):
+        run(tmp_path, "task=pinn_poisson", "optimizer=adam", f"task.cache_dir={tmp_path}", *SMALL,
+            "trainer.switch_to=newton")
