@@ -9,9 +9,11 @@ from pathlib import Path
 import pytest
 import torch
 
+from bench import report
 from bench.config import compose_config
 from bench.distributed import Distributed
 from bench.errors import UsageError
+from bench.recordset import load
 from bench.runner import build_task, seed_everything
 from tasks.pinn.task import PinnTask
 from tests.runs import comparable, run
@@ -102,6 +104,12 @@ def test_adam_to_lbfgs_switch_records_both_phases(tmp_path: Path) -> None:
     rel = [row["metrics"]["rel_l2"] for row in record["history"]]
     assert rel[1] < rel[0]  # L-BFGS improves on where Adam left off
     assert record["cost"]["grad_evals"] > 100  # each L-BFGS step evaluates the closure several times
+    plain = run(tmp_path, "task=pinn_poisson", "optimizer=adam", f"task.cache_dir={tmp_path}", *SMALL,
+                "optimizer.lr=0.01")
+    section = report.pinn_section(load(tmp_path))
+    rows = {(row[0], row[1]): row for row in section.rows}
+    assert rows[("pinn_poisson", "adam→lbfgs")][3] == "1" and rows[("pinn_poisson", "adam")][3] == "1"
+    assert rows[("pinn_poisson", "adam")][4] == report.num(plain["metric"]["final"], "rel_l2")
 
 
 def test_unknown_switch_target_is_a_usage_error(tmp_path: Path) -> None:
