@@ -261,7 +261,7 @@ def to_markdown(sections: list[Section]) -> str:
 
 _TEX = {"\\": r"\textbackslash{}", "&": r"\&", "%": r"\%", "$": r"\$", "#": r"\#", "_": r"\_", "{": r"\{",
         "}": r"\}", "~": r"\textasciitilde{}", "^": r"\textasciicircum{}", "±": r"$\pm$", "Δ": r"$\Delta$",
-        "–": "--", "−": "-", "×": r"$\times$", "↑": r"$\uparrow$", "↓": r"$\downarrow$"}
+        "–": "--", "−": "-", "×": r"$\times$", "↑": r"$\uparrow$", "↓": r"$\downarrow$", "→": r"$\rightarrow$"}
 
 
 def tex(text: str) -> str:
