@@ -97,9 +97,10 @@ def _missing(runs: pd.DataFrame, task: str, label: str, seeds: list[int], done: 
             for seed in seeds if seed not in done]
 
 
-def check(runs: pd.DataFrame, baseline: dict[str, Any]) -> Section:
-    """One row per required run set, metric and delta: expected, observed, verdict."""
-    rows = []
+def check(runs: pd.DataFrame, baseline: dict[str, Any], unreadable: list[str] | None = None) -> Section:
+    """One row per required run set, metric and delta: expected, observed, verdict. An unreadable record fails
+    the check: it may be a run the baseline needs, and its result cannot be verified."""
+    rows = [["?", "unreadable record", "a readable record", problem, "FAIL"] for problem in unreadable or []]
     for task, spec in baseline["tasks"].items():
         metric = spec["metric"]
         other_metrics = sorted(set(runs.loc[runs["task"] == task, "metric"]) - {metric})
@@ -181,6 +182,7 @@ def run(args: argparse.Namespace) -> int:
         print(f"wrote {out}", file=sys.stderr)
         return 0
     baseline = read_baseline(Path(args.baseline))
-    section = check(load(args.path).runs, baseline)
+    records = load(args.path)
+    section = check(records.runs, baseline, records.unreadable)
     emit([section])
     return 1 if any(row[-1] == "FAIL" for row in section.rows) else 0

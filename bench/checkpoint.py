@@ -1,18 +1,30 @@
 """Checkpoints (every epoch, and mid-epoch on preemption): everything a resumed run needs to equal an
-uninterrupted one."""
+uninterrupted one, kept in two generations that each prove their integrity.
+
+Each file is a header line `BENCHCKPT1 <sha256 of the payload>` followed by the torch.save payload, written
+atomically. A save moves the newest checkpoint to `checkpoint.prev.pt` before putting the new one in place, so
+a file damaged later (a truncated copy, a full disk, bit rot) costs at most one more epoch: the loader checks
+the newest, falls back to the previous one, and says so.
+"""
 
 from __future__ import annotations
 
+import hashlib
+import io
+import os
 import random
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
 
-from bench.atomic import write_atomic
+from bench.atomic import STORAGE_ERRNOS, StorageError, write_atomic
 
 CHECKPOINT_NAME = "checkpoint.pt"
+PREVIOUS_NAME = "checkpoint.prev.pt"
+MAGIC = b"BENCHCKPT1 "
 
 
 def rng_state() -> dict[str, Any]:
@@ -30,14 +42,67 @@ def restore_rng_state(state: dict[str, Any]) -> None:
         torch.cuda.set_rng_state_all(state["cuda"])
 
 
+def encode(payload: dict[str, Any]) -> bytes:
+    buffer = io.BytesIO()
+    torch.save(payload, buffer)
+    body = buffer.getvalue()
+    return MAGIC + hashlib.sha256(body).hexdigest().encode() + b"\n" + body
+
+
+def decode(blob: bytes) -> dict[str, Any]:
+    """The payload of a checkpoint file; ValueError saying what is wrong if it is damaged."""
+    header, _, body = blob.partition(b"\n")
+    if not header.startswith(MAGIC):
+        raise ValueError("no checkpoint header (not written by this bench, or damaged at the start)")
+    if hashlib.sha256(body).hexdigest().encode() != header[len(MAGIC):]:
+        raise ValueError(f"checksum mismatch ({len(blob)} bytes; truncated or corrupted)")
+    return torch.load(io.BytesIO(body), map_location="cpu", weights_only=False)
+
+
 def save_checkpoint(run_dir: Path, payload: dict[str, Any]) -> None:
-    write_atomic(run_dir / CHECKPOINT_NAME, lambda f: torch.save(payload, f))
+    """Write the new checkpoint, then keep the one it replaces as the previous generation."""
+    blob = encode(payload)
+    current, previous = run_dir / CHECKPOINT_NAME, run_dir / PREVIOUS_NAME
+    staged = run_dir / ".checkpoint.next.pt"
+    write_atomic(staged, lambda f: f.write(blob))
+    try:
+        if current.exists():
+            os.replace(current, previous)
+        os.replace(staged, current)
+    except OSError as exc:
+        if exc.errno in STORAGE_ERRNOS:
+            raise StorageError.of(exc, current) from None
+        raise
 
 
-def load_checkpoint(run_dir: Path) -> dict[str, Any] | None:
-    """Loaded on the CPU: RNG states must stay CPU byte tensors; model and optimizer state follow their
-    parameters to the device when loaded into them."""
-    path = run_dir / CHECKPOINT_NAME
-    if not path.exists():
-        return None
-    return torch.load(path, map_location="cpu", weights_only=False)
+@dataclass
+class Loaded:
+    """The checkpoint a run resumes from (None: start over), and one line per file that could not be used."""
+
+    payload: dict[str, Any] | None
+    source: str | None = None
+    problems: list[str] = field(default_factory=list)
+
+
+def load_checkpoint(run_dir: Path) -> Loaded:
+    """The newest usable checkpoint, loaded on the CPU (RNG states must stay CPU byte tensors; model and
+    optimizer state follow their parameters to the device when loaded into them). A staged file left by a
+    save that was killed between its two renames is the newest generation."""
+    loaded = Loaded(None)
+    for name in (CHECKPOINT_NAME, ".checkpoint.next.pt", PREVIOUS_NAME):
+        path = run_dir / name
+        if not path.exists():
+            continue
+        try:
+            payload = decode(path.read_bytes())
+        except Exception as exc:  # any damage: a bad header, a checksum, an unpickling error
+            loaded.problems.append(f"{path} is unreadable ({exc})")
+            continue
+        if loaded.payload is None or payload["state"]["step"] > loaded.payload["state"]["step"]:
+            loaded.payload, loaded.source = payload, name
+    return loaded
+
+
+def remove_checkpoints(run_dir: Path) -> None:
+    for name in (CHECKPOINT_NAME, ".checkpoint.next.pt", PREVIOUS_NAME):
+        (run_dir / name).unlink(missing_ok=True)

@@ -13,7 +13,10 @@ from collections.abc import Callable
 from bench.errors import UsageError
 
 # name -> "module:function"
-PREPARERS: dict[str, str] = {}
+PREPARERS: dict[str, str] = {
+    "criteo_dlrm": "tasks.dlrm.prepare:prepare_criteo",
+    "imagenet": "tasks.imagenet.layout:prepare",
+}
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:

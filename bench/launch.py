@@ -17,6 +17,7 @@ from hydra.errors import HydraException
 from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf
 
+from bench.atomic import StorageError, write_atomic
 from bench.config import CONF_DIR, GROUPS, check_config, choices, compose_config, register_resolvers
 from bench.distributed import Distributed, launcher_env
 from bench.errors import UsageError, print_error
@@ -76,6 +77,14 @@ def describe_composition_error(exc: Exception, overrides: list[str]) -> str:
             f"Use +{key}=VALUE to add a key on purpose")
 
 
+def check_writable(folder: Path) -> None:
+    """The study folder (or its nearest existing parent) must take new files, else one line and exit 1."""
+    existing = next(p for p in (folder, *folder.parents) if p.exists())
+    if not os.access(existing, os.W_OK):
+        reason = "the file system is read-only" if os.statvfs(existing).f_flag & os.ST_RDONLY else "permission denied"
+        raise StorageError(f"cannot write in {existing}: {reason}; pick a writable paths.runs or fix the folder")
+
+
 def validate(overrides: list[str]) -> None:
     batch_size_given = any(o.lstrip("+~").split("=")[0] == "trainer.batch_size" for o in overrides)
     for composition in sweep_compositions(overrides):
@@ -84,6 +93,7 @@ def validate(overrides: list[str]) -> None:
         except HydraException as exc:
             raise UsageError(describe_composition_error(exc, composition)) from None
         check_config(cfg)
+        check_writable(Path(cfg.paths.runs) / cfg.study)
         unused = cfg.task.get("batch_size_unused")
         if batch_size_given and unused:
             raise UsageError(f"trainer.batch_size does not apply to task={cfg.task.name}: {unused}")
@@ -120,8 +130,8 @@ def spawn(cfg: DictConfig, command: list[str], env: dict[str, str] | None = None
     build_task(cfg, torch.device("cpu"), Distributed.single())
     run_dir = Path(cfg.paths.runs) / cfg.study / run_id_of(cfg)
     config_path = run_dir / "config.yaml"
-    run_dir.mkdir(parents=True, exist_ok=True)
-    OmegaConf.save(OmegaConf.to_container(cfg, resolve=True), config_path)
+    resolved = OmegaConf.to_yaml(OmegaConf.to_container(cfg, resolve=True)).encode()
+    write_atomic(config_path, lambda f: f.write(resolved))  # a concurrent launch may write the same file
     proc = subprocess.Popen([*command, str(config_path)], env={**os.environ, **(env or {})})
     forwarded = {}
     if threading.current_thread() is threading.main_thread():
@@ -161,6 +171,9 @@ def run_guarded(cfg: DictConfig, in_sweep: bool, worker: bool = False) -> str | 
     except UsageError as exc:
         print_error(str(exc))
         sys.exit(UsageError.exit_code)
+    except StorageError as exc:  # nothing more can be recorded here, so the sweep stops too
+        print_error(str(exc))
+        sys.exit(StorageError.exit_code)
     except Preempted as exc:
         console.print(f"preempted: {exc}", highlight=False, markup=False, soft_wrap=True)
         sys.exit(PREEMPTED_EXIT)
@@ -184,9 +197,9 @@ def run_command(args: list[str]) -> int:
     overrides = [a for a in args if "=" in a and not a.startswith("-")]
     try:
         validate(overrides)
-    except UsageError as exc:
+    except (UsageError, StorageError) as exc:
         print_error(str(exc))
-        return UsageError.exit_code
+        return exc.exit_code
     sys.argv = ["bench run", *args]
     hydra_job()
     return 0

@@ -8,23 +8,27 @@ from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
 
+from bench.atomic import StorageError, write_atomic
+
 METRICS_NAME = "metrics.jsonl"
 
 
 class MetricsLog:
-    """Appends one JSON line per evaluation. A resumed run keeps the first `rows` lines (those its checkpoint
-    holds) and drops any written after that checkpoint, so no evaluation appears twice."""
+    """Appends one JSON line per evaluation. A resumed run rewrites the file from the history its checkpoint
+    holds, so no evaluation appears twice and a damaged file heals."""
 
-    def __init__(self, run_dir: Path, cfg: DictConfig, run_id: str, rows: int) -> None:
+    def __init__(self, run_dir: Path, cfg: DictConfig, run_id: str, history: list[dict[str, Any]]) -> None:
         self.path = run_dir / METRICS_NAME
-        run_dir.mkdir(parents=True, exist_ok=True)
-        kept = self.path.read_text().splitlines(keepends=True)[:rows] if rows and self.path.exists() else []
-        self.path.write_text("".join(kept))
+        rows = "".join(json.dumps(row) + "\n" for row in history).encode()
+        write_atomic(self.path, lambda f: f.write(rows))
         self.wandb_run = start_wandb(cfg, run_dir, run_id) if cfg.logger.name == "wandb" else None
 
     def log(self, row: dict[str, Any]) -> None:
-        with self.path.open("a") as f:
-            f.write(json.dumps(row) + "\n")
+        try:
+            with self.path.open("a") as f:
+                f.write(json.dumps(row) + "\n")
+        except OSError as exc:
+            raise StorageError.of(exc, self.path) from None
         if self.wandb_run is not None:
             flat = {k: v for k, v in row.items() if not isinstance(v, dict)}
             flat.update({f"eval/{k}": v for k, v in row.get("metrics", {}).items()})

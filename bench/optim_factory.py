@@ -15,6 +15,7 @@ from hydra.utils import get_class
 from omegaconf import DictConfig, OmegaConf
 
 from bench.errors import UsageError
+from bench.routing import build_routed, split_routes
 
 HARNESS_KEYS = ("name", "weight_decay_mode", "hessian_warmup_epochs")
 DECAY_MODES = ("l2", "decoupled")
@@ -58,8 +59,13 @@ def constructor_kwargs(cfg: DictConfig, cls: type, steps_per_epoch: int, seed: i
 
 
 def build_optimizer(cfg: DictConfig, param_groups: list[dict[str, Any]], steps_per_epoch: int,
-                    seed: int) -> torch.optim.Optimizer:
-    """Instantiate `cfg._target_` on the task's parameter groups; bad values become UsageErrors."""
+                    seed: int, routes: DictConfig | None = None) -> torch.optim.Optimizer:
+    """Instantiate `cfg._target_` on the task's parameter groups; bad values become UsageErrors.
+
+    Groups marked `"route": NAME` go to the optimizer configured in `routes[NAME]` (bench/routing.py)."""
+    primary_groups, routed = split_routes(param_groups)
+    if routed:
+        return build_routed(cfg, primary_groups, routed, routes, build_optimizer, steps_per_epoch, seed)
     try:
         cls = get_class(cfg._target_)
     except Exception:

@@ -21,8 +21,9 @@ from typing import Any
 
 import torch
 from hydra.utils import get_class
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf
 
+from bench import perf_loader
 from bench.config import compose_config
 from bench.distributed import Distributed
 from bench.errors import UsageError
@@ -62,6 +63,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     p.add_argument("--amp", default="none", choices=("none", "bf16"))
     p.add_argument("--peers", action="store_true", help=f"also time {PEER} (see its probe caveat)")
     p.add_argument("--json", action="store_true", help="print one JSON document instead of a table")
+    perf_loader.add_parser(sub)
 
 
 def positive_ints(text: str, flag: str) -> list[int]:
@@ -85,7 +87,7 @@ def fresh_model(task: Task, device: torch.device) -> torch.nn.Module:
 
 
 def harness_variant(label: str, optimizer_cfg: DictConfig, every: int, task: Task, device: torch.device,
-                    amp: str) -> Variant:
+                    amp: str, routes: DictConfig | None = None) -> Variant:
     """An optimizer from conf/ stepped by the runner's own train_step; Hessian ones refresh every `every`."""
     cfg = copy.deepcopy(optimizer_cfg)
     if "update_each" in cfg:
@@ -93,7 +95,7 @@ def harness_variant(label: str, optimizer_cfg: DictConfig, every: int, task: Tas
     if "hessian_warmup_epochs" in cfg:
         cfg.hessian_warmup_epochs = 0
     model = fresh_model(task, device)
-    optimizer = build_optimizer(cfg, task.param_groups(model), task.steps_per_epoch(), seed=0)
+    optimizer = build_optimizer(cfg, task.param_groups(model), task.steps_per_epoch(), seed=0, routes=routes)
     steps = iter(range(1 << 62))
 
     def run_cycle(batches: list[Any]) -> int:
@@ -115,11 +117,17 @@ def peer_variant(every: int, task: Task, device: torch.device, amp: str) -> Vari
     return Variant(f"peer:pytorch_optimizer@{every}", every, run_cycle)
 
 
-def hvp_limit_variant(task: Task, device: torch.device, amp: str) -> Variant:
-    """Forward, backward(create_graph=True), one HVP with a fixed Rademacher probe, then Adam's update."""
+def hvp_limit_variant(task: Task, device: torch.device, amp: str, routes: DictConfig | None = None) -> Variant:
+    """Forward, backward(create_graph=True), one HVP with a fixed Rademacher probe, then Adam's update. Routed
+    parameters (bench/routing.py) get their gradient and their own optimizer's step, but no HVP, as in training."""
     model = fresh_model(task, device)
-    params = [p for p in model.parameters() if p.requires_grad]
-    adam = torch.optim.Adam(params, lr=1e-3)
+    adam_cfg = OmegaConf.create({"name": "adam", "_target_": "torch.optim.Adam", "lr": 1e-3})
+    adam = build_optimizer(adam_cfg, task.param_groups(model), task.steps_per_epoch(), seed=0, routes=routes)
+    curved = getattr(adam, "primary", adam)
+    params = [p for group in curved.param_groups for p in group["params"] if p.requires_grad]
+    curved_groups = {id(group) for group in curved.param_groups}
+    others = [p for group in adam.param_groups if id(group) not in curved_groups for p in group["params"]
+              if p.requires_grad]
     generator = torch.Generator(device=device).manual_seed(0)
     probes = [torch.randint(0, 2, p.shape, generator=generator, device=device).to(p.dtype) * 2 - 1 for p in params]
 
@@ -129,9 +137,9 @@ def hvp_limit_variant(task: Task, device: torch.device, amp: str) -> Variant:
             with autocast(device, amp):
                 loss, n = task.loss(model, batch)
             items += n
-            grads = torch.autograd.grad(loss, params, create_graph=True)
-            torch.autograd.grad(grads, params, grad_outputs=probes)
-            for p, g in zip(params, grads, strict=True):
+            grads = torch.autograd.grad(loss, [*params, *others], create_graph=True)
+            torch.autograd.grad(grads[:len(params)], params, grad_outputs=probes)
+            for p, g in zip([*params, *others], grads, strict=True):
                 p.grad = g.detach()
             adam.step()
             adam.zero_grad(set_to_none=True)
@@ -254,6 +262,8 @@ def build_timing_task(cfg: DictConfig, device: torch.device, batch_size: int) ->
 
 
 def run(args: argparse.Namespace) -> int:
+    if args.benchmark == "loader":
+        return perf_loader.run(args)
     names = [n.strip() for n in args.optimizers.split(",") if n.strip()]
     every = positive_ints(args.hessian_every, "--hessian-every")
     if min(args.batch_size, args.steps) < 1 or args.warmup < 0:
@@ -265,17 +275,19 @@ def run(args: argparse.Namespace) -> int:
     cfg = compose_config(overrides)
     device = resolve_device(args.device)
     task, data = build_timing_task(cfg, device, args.batch_size)
+    routes = cfg.task.get("routes")
     batches = list(islice(task.train_batches(0), 8))
     variants: list[Variant] = []
     for name in [*names, *(["adam"] if "adam" not in names else [])]:
         optimizer_cfg = compose_config([*overrides, f"optimizer={name}"]).optimizer
         if is_hessian_optimizer(optimizer_cfg):
-            variants += [harness_variant(f"{name}@{k}", optimizer_cfg, k, task, device, args.amp) for k in every]
+            variants += [harness_variant(f"{name}@{k}", optimizer_cfg, k, task, device, args.amp, routes)
+                         for k in every]
         else:
-            variants.append(harness_variant(name, optimizer_cfg, 1, task, device, args.amp))
+            variants.append(harness_variant(name, optimizer_cfg, 1, task, device, args.amp, routes))
     if args.peers:
         variants += [peer_variant(k, task, device, args.amp) for k in every]
-    variants.append(hvp_limit_variant(task, device, args.amp))
+    variants.append(hvp_limit_variant(task, device, args.amp, routes))
     result = summarize(measure(variants, batches, args.steps, args.warmup, device), variants, args, task, device)
     result["data"] = data
     if args.json:

@@ -24,7 +24,7 @@ STATUSES = ("running", "completed", "diverged", "failed")
 # Keys that change where or how visibly a run happens, not what it computes.
 NON_SEMANTIC = {
     "task": ("data_dir", "target", "cache_dir"),
-    "trainer": ("device", "progress", "checkpoint", "eval_batch_size"),
+    "trainer": ("device", "progress", "checkpoint", "eval_batch_size", "heartbeat_s", "lease_ttl_s"),
 }
 REPO_ROOT = Path(__file__).resolve().parents[1]
 

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import json
 import math
-from dataclasses import dataclass
+import sys
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -23,6 +24,7 @@ class RecordSet:
     root: Path
     runs: pd.DataFrame
     history: pd.DataFrame
+    unreadable: list[str] = field(default_factory=list)  # one line per record that could not be read
 
 
 def label_of(optimizer: str, update_each: int) -> str:
@@ -99,18 +101,26 @@ def _read(path: Path) -> dict[str, Any]:
 
 
 def load(path: str | Path) -> RecordSet:
-    """Read every record.json under `path` (a runs folder, one study, or one run)."""
+    """Read every record.json under `path` (a runs folder, one study, or one run). A damaged record is skipped
+    with a one-line warning and listed in `unreadable`, so one bad file never hides a whole study."""
     root = Path(path)
     if not root.exists():
         raise UsageError(f"{root}: no such folder; pass a runs folder (e.g. results/runs) or one study in it")
     files = [root] if root.is_file() else sorted(root.rglob(RECORD_FILE))
     if not files:
         raise UsageError(f"{root}: no {RECORD_FILE} found; run `bench run ...` first or pass another folder")
-    run_rows, history_rows = [], []
-    for rid, file in enumerate(files):
-        rec = _read(file)
+    run_rows, history_rows, unreadable = [], [], []
+    for file in files:
+        try:
+            rec = _read(file)
+        except UsageError as exc:
+            unreadable.append(str(exc))
+            print(f"warning: skipped {exc}", file=sys.stderr)
+            continue
+        history_rows.extend(_history_rows(len(run_rows), rec))
         run_rows.append(_run_row(rec, file))
-        history_rows.extend(_history_rows(rid, rec))
+    if not run_rows:
+        raise UsageError(f"{root}: none of its {len(files)} {RECORD_FILE} files is readable; rerun the runs")
     runs = pd.DataFrame(run_rows).rename_axis("rid")
     history = pd.DataFrame(history_rows, columns=["rid", "step", "epoch", "train_loss", "value", "wall_s"])
-    return RecordSet(root=root, runs=runs, history=history)
+    return RecordSet(root=root, runs=runs, history=history, unreadable=unreadable)

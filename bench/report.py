@@ -24,6 +24,7 @@ DISPLAY = {"top1": ("%", ".2f"), "accuracy": ("%", ".3f"), "glue": ("", ".2f"), 
            "bleu": ("", ".2f"), "ppl": ("", ".2f"), "rel_l2": ("", ".3g"), "logloss": ("", ".4f"), "auc": ("", ".4f"),
            "steps": ("", ".0f"), "hvp": ("", ".0f"), "s": ("", ".1f"), "s/step": ("", ".3g"), "ratio": ("", ".2f")}
 MAX_ERROR_NOTES = 10
+DATA_BOUND_FRAC = 0.1  # a run that waited longer than this fraction of its training time for data is data-bound
 
 
 @dataclass
@@ -84,6 +85,14 @@ def _target_cell(row: pd.Series) -> str:
     return f"{row['steps_to_target']:.0f} steps, {row['s_to_target']:.1f} s {reached}"
 
 
+def data_bound_notes(runs: pd.DataFrame) -> list[str]:
+    """Runs whose loader could not keep up: their s/step measures the data pipeline, not the optimizer."""
+    bound = runs[runs["data_wait_frac"] > DATA_BOUND_FRAC].sort_values(["task", "label", "seed"])
+    return [f"data-bound: {r.task} {r.label} seed {r.seed} waited {100 * r.data_wait_frac:.0f}% of its training "
+            f"time for data (> {100 * DATA_BOUND_FRAC:.0f}%): its s/step is inflated by the loader (bench perf loader)"
+            for r in bound.itertuples()]
+
+
 def summary_section(rs: RecordSet, summary: pd.DataFrame) -> Section:
     """Per task and optimizer: completed runs, final metric over seeds, cost, and every run that did not finish."""
     columns = ["task", "optimizer", "metric", "done", "final", "s/step", "HVPs", "to target", "diverged", "failed"]
@@ -95,11 +104,14 @@ def summary_section(rs: RecordSet, summary: pd.DataFrame) -> Section:
     studies = ", ".join(sorted(set(rs.runs["study"])))
     notes = [f"{len(rs.runs)} runs under {rs.root} (studies: {studies}). Final metric: mean ± sample std "
              "over completed seeds. To target: median over completed runs that reached config.task.target."]
+    if rs.unreadable:
+        notes.append(f"{len(rs.unreadable)} unreadable record(s) skipped: " + "; ".join(rs.unreadable))
     bad = rs.runs[rs.runs["status"].isin(["diverged", "failed"])].sort_values(["task", "label", "seed"])
     notes += [f"{r.status}: {r.task} {r.label} seed {r.seed}: {r.error or 'no error recorded'}"
               for r in bad.head(MAX_ERROR_NOTES).itertuples()]
     if len(bad) > MAX_ERROR_NOTES:
         notes.append(f"... and {len(bad) - MAX_ERROR_NOTES} more; see --table runs")
+    notes += data_bound_notes(rs.runs)
     return Section("Summary", columns + ["running"] * running, rows, notes, align="lll" + "r" * (7 + running))
 
 

@@ -21,13 +21,15 @@ import torch
 from hydra.utils import get_class
 from omegaconf import DictConfig, OmegaConf
 
-from bench.checkpoint import CHECKPOINT_NAME, load_checkpoint, restore_rng_state, rng_state, save_checkpoint
+from bench.atomic import remove_leftovers
+from bench.checkpoint import load_checkpoint, remove_checkpoints, restore_rng_state, rng_state, save_checkpoint
 from bench.config import check_config
 from bench.distributed import Distributed
 from bench.early_stop import early_stop
 from bench.errors import UsageError
 from bench.loggers import MetricsLog
 from bench.optim_factory import build_optimizer, needs_hessian, state_bytes
+from bench.ownership import RunBusy, RunLock
 from bench.preemption import Preempted, PreemptionGuard
 from bench.progress import TrainProgress
 from bench.records import RECORD_NAME, SCHEMA, environment, now, read_record, run_id_of, write_record
@@ -35,7 +37,7 @@ from bench.schedules import Schedule
 from bench.snapshots import average_snapshots, clear_snapshots, save_snapshot
 from bench.step import Diverged, autocast, train_step
 from bench.switch import OptimizerSwitch
-from tasks.base import Task
+from tasks.base import DataError, Task
 
 # The cycle this warning is about is broken by the optimizer's `update_hessian`, which detaches p.grad.
 warnings.filterwarnings("ignore", message=r"Using backward\(\) with create_graph=True")
@@ -133,12 +135,35 @@ class Runner:
         self.run_dir = Path(cfg.paths.runs) / cfg.study / self.run_id
         self.label = f"{cfg.task.name}/{cfg.optimizer.name}/seed{cfg.seed}"
         self.device = resolve_device(cfg.trainer.device, self.dist.local_rank)
+        self.lock = RunLock(self.run_dir, cfg.trainer.heartbeat_s, cfg.trainer.lease_ttl_s)
 
     def previous_status(self) -> str | None:
         record = read_record(self.run_dir / RECORD_NAME)
+        if record is None and (self.run_dir / RECORD_NAME).exists():
+            self.dist.print(f"{self.run_dir / RECORD_NAME} is unreadable; it is rebuilt from the checkpoint")
         return record.get("status") if record else None
 
     def run(self) -> str:
+        """Own the run folder (or skip a run another live process owns), then run. Returns the status."""
+        lock = self.lock
+        busy = None
+        if self.dist.is_main:
+            try:
+                lock.acquire()
+            except RunBusy as exc:
+                busy = str(exc)
+        if self.dist.any(busy is not None, self.device):
+            self.dist.print(f"skip {self.label}: run {self.run_id} is in progress elsewhere ({busy}) "
+                            f"in {self.run_dir}")
+            return "running"
+        try:
+            if self.dist.is_main:
+                remove_leftovers(self.run_dir)
+            return self.run_owned()
+        finally:
+            lock.release()
+
+    def run_owned(self) -> str:
         cfg = self.cfg
         previous = self.previous_status()
         if previous in FINAL_STATUSES and not cfg.force:
@@ -162,12 +187,13 @@ class Runner:
             raise UsageError(f"trainer.batch_size={cfg.trainer.batch_size}: larger than the training set; "
                              "lower it")
         optimizer = build_optimizer(cfg.optimizer, task.param_groups(self.dist.unwrap(model)),
-                                    steps_per_epoch, seed=cfg.seed + 1_000_003 * self.dist.rank)
+                                    steps_per_epoch, seed=cfg.seed + 1_000_003 * self.dist.rank,
+                                    routes=cfg.task.get("routes"))
         self.dist.install_hessian_reduce(optimizer)
         schedule = Schedule(optimizer, cfg.trainer.schedule, cfg.trainer.epochs, steps_per_epoch,
                             task.metric.mode)
         state = TrainState()
-        checkpoint = None if cfg.force else load_checkpoint(self.run_dir)
+        checkpoint, restarted = self.resume_point()
         self.switch = OptimizerSwitch(cfg, task, self.dist.unwrap(model), steps_per_epoch, self.dist)
         optimizer, schedule = self.switch.at(checkpoint["state"]["step"] if checkpoint else 0, optimizer, schedule)
         if checkpoint is not None:
@@ -178,13 +204,20 @@ class Runner:
             self.restore_rank_state(checkpoint["ranks"][self.dist.rank], optimizer, state)
             self.dist.print(f"resume {self.label} from step {state.step} ({self.run_dir})")
         if cfg.force and self.dist.is_main:
-            (self.run_dir / CHECKPOINT_NAME).unlink(missing_ok=True)
+            remove_checkpoints(self.run_dir)
             clear_snapshots(self.run_dir)
         attach = getattr(optimizer, "attach", None)
         if callable(attach):
             attach(self.dist.unwrap(model))
         record = self.new_record(task, resumed=checkpoint is not None)
-        log = MetricsLog(self.run_dir, cfg, self.run_id, rows=len(state.history)) if self.dist.is_main else None
+        if state.history:  # a resumed run's results so far (all of them when it had finished training)
+            record["history"] = state.history
+            self.update_metric(record, task, state)
+        if restarted:
+            record["restarted"] = restarted
+        if hasattr(optimizer, "param_routing"):
+            record["param_routing"] = optimizer.param_routing
+        log = MetricsLog(self.run_dir, cfg, self.run_id, state.history) if self.dist.is_main else None
         self.write(record)
         guard = PreemptionGuard()
         preempted = False
@@ -203,6 +236,9 @@ class Runner:
             record.update(status="failed", error="interrupted; rerun the same command to resume from the "
                                                   "last checkpoint")
             raise
+        except DataError as exc:  # a bad file met mid-run (ImageNet decodes lazily): one line, exit 2
+            record.update(status="failed", error=f"DataError: {exc}")
+            raise UsageError(str(exc)) from None
         except BaseException as exc:
             record.update(status="failed", error=f"{type(exc).__name__}: {exc}")
             raise
@@ -246,6 +282,7 @@ class Runner:
                     state.grad_evals += result.grad_evals
                     state.step += 1
                     optimizer, schedule = self.switch.at(state.step, optimizer, schedule, running=True)
+                    self.lock.step = state.step
                     elapsed = time.perf_counter() - start
                     bar.update(1, result.loss.item(), optimizer.param_groups[0]["lr"],
                                items * self.dist.world_size / max(elapsed, 1e-9))
@@ -293,6 +330,21 @@ class Runner:
         if test is not None:
             record["test"] = test
             record["metric"]["test"] = test.get(task.metric.name)
+
+    def resume_point(self) -> tuple[dict[str, Any] | None, str | None]:
+        """The checkpoint to resume from, agreed by all ranks (rank 0's files), and, when checkpoints existed but
+        none was usable, why the run starts over. Each unusable file is reported in one line."""
+        if self.cfg.force:
+            return None, None
+        loaded = load_checkpoint(self.run_dir)
+        for problem in loaded.problems:
+            fallback = f"resuming from {loaded.source} (step {loaded.payload['state']['step']})" if loaded.payload \
+                else "no usable checkpoint is left, so the run starts over"
+            self.dist.print(f"{problem}; {fallback}")
+        restarted = None
+        if loaded.problems and loaded.payload is None:
+            restarted = f"started over at {now()}: " + "; ".join(loaded.problems)
+        return loaded.payload, restarted
 
     def save_checkpoint(self, model: torch.nn.Module, optimizer: torch.optim.Optimizer, schedule: Schedule,
                         state: TrainState) -> None:

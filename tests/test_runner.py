@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 
 from bench.atomic import write_atomic, write_json_atomic
+from bench.records import read_record
 from tests.conftest import REPO
 from tests.runs import comparable, run
 
@@ -71,7 +72,12 @@ def test_killed_run_resumes_to_the_uninterrupted_record(tmp_path: Path, cifar_di
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     checkpoint = runs / "default" / reference["run_id"] / "checkpoint.pt"
     deadline = time.monotonic() + 300
-    while not checkpoint.exists() and proc.poll() is None and time.monotonic() < deadline:
+
+    def evaluated() -> bool:  # the first epoch's checkpoint and the record that follows it are both written
+        record = read_record(checkpoint.parent / "record.json") or {}
+        return checkpoint.exists() and bool(record.get("history"))
+
+    while not evaluated() and proc.poll() is None and time.monotonic() < deadline:
         time.sleep(0.01)
     os.kill(proc.pid, signal.SIGKILL)
     proc.wait()
