@@ -16,6 +16,7 @@ from bench.errors import UsageError
 PREPARERS: dict[str, str] = {
     "criteo_dlrm": "tasks.dlrm.prepare:prepare_criteo",
     "imagenet": "tasks.imagenet.layout:prepare",
+    "wikitext103": "tasks.lm.corpus:prepare_wikitext",
 }
 
 

@@ -8,7 +8,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pandas as pd
+from omegaconf import OmegaConf
 
+from bench.config import CONF_DIR
 from bench.recordset import label_of
 
 PAPER_CSV = Path(__file__).resolve().parents[1] / "results" / "paper" / "adahessian.csv"
@@ -42,7 +44,7 @@ LAYOUTS: dict[str, Layout] = {layout.name: layout for layout in (
     Layout("nmt", "Table 3: translation BLEU", "table3", ("iwslt14_transformer", "wmt14_transformer"),
            "adamw", "bleu"),
     Layout("lm", "Table 4: language-model perplexity", "table4",
-           ("ptb_transformer", "wikitext103_transformer"), "adamw", "ppl", "min"),
+           ("ptb_transformer_lm", "wikitext103_transformer_lm"), "adamw", "ppl", "min"),
     Layout("glue", "Table 5: SqueezeBERT on GLUE dev", "table5", (*GLUE_TASKS, "glue_avg"), "adamw", "glue",
            average="glue_avg"),
     Layout("dlrm", "DLRM on Criteo: test accuracy (%) (text and Fig. 6)", "fig6", ("criteo_dlrm",), "adagrad",
@@ -53,6 +55,17 @@ DELAYED = "delayed"
 ALIASES: dict[str, tuple[str, ...]] = {"table2": ("cifar10", "imagenet"), "table3": ("nmt",),
                                        "table4": ("lm",), "table5": ("glue",), "fig6": ("dlrm",),
                                        "table8": (DELAYED,)}
+
+
+def model_notes(tasks: Iterable[str]) -> dict[str, str]:
+    """Each task's `model_note` from its conf/task yaml: how our model differs from the paper's, if it does."""
+    notes = {}
+    for task in tasks:
+        path = CONF_DIR / "task" / f"{task}.yaml"
+        note = OmegaConf.select(OmegaConf.load(path), "task.model_note") if path.is_file() else None
+        if note:
+            notes[task] = str(note)
+    return notes
 
 
 def load_reference(path: Path = PAPER_CSV) -> pd.DataFrame:

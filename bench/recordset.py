@@ -120,7 +120,8 @@ def load(path: str | Path) -> RecordSet:
         history_rows.extend(_history_rows(len(run_rows), rec))
         run_rows.append(_run_row(rec, file))
     if not run_rows:
-        raise UsageError(f"{root}: none of its {len(files)} {RECORD_FILE} files is readable; rerun the runs")
+        raise UsageError(f"{root}: none of its {len(files)} {RECORD_FILE} files is readable (first: "
+                         f"{unreadable[0]}); rerun the runs")
     runs = pd.DataFrame(run_rows).rename_axis("rid")
     history = pd.DataFrame(history_rows, columns=["rid", "step", "epoch", "train_loss", "value", "wall_s"])
     return RecordSet(root=root, runs=runs, history=history, unreadable=unreadable)

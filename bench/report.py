@@ -177,6 +177,7 @@ def layout_section(layout: paper.Layout, summary: pd.DataFrame, reference: pd.Da
              f"Source: {sources}."]
     if layout.average:
         notes.append(f"{layout.average} with no runs of its own: mean of the other columns when all ran.")
+    notes += [f"Model, {task}: {note}" for task, note in paper.model_notes(layout.tasks).items()]
     return Section(layout.title, columns, rows, notes)
 
 

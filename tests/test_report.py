@@ -205,7 +205,7 @@ def test_paper_reference_csv() -> None:
     assert ref["source"].str.startswith("arXiv 2006.00719v2").all()
     assert len(ref) == 8 + 4 + 6 + 6 + 27 + 2 + 30
     key = ref.set_index(["table", "task", "optimizer", "metric"])
-    assert key.loc[("table4", "ptb_transformer", "adahessian", "ppl"), ["mean", "std", "n_runs"]].tolist() == [
+    assert key.loc[("table4", "ptb_transformer_lm", "adahessian", "ppl"), ["mean", "std", "n_runs"]].tolist() == [
         51.5, 1.2, 5]
     assert key.loc[("table2", "imagenet_resnet18", "adam", "top1"), ["std", "n_runs"]].isna().all()
     assert key.loc[("fig6", "criteo_dlrm", "adagrad", "accuracy"), "mean"] == 79.135
