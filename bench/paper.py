@@ -98,10 +98,10 @@ def compare(layout: Layout, summary: pd.DataFrame, reference: pd.DataFrame) -> p
     mine = ours.set_index(["label", "task"]).reindex(grid)
     out = pd.DataFrame({"n": mine["n_done"].fillna(0).astype(int), "mean": mine["mean"], "std": mine["std"]},
                        index=grid)
-    if layout.average is not None:
-        _fill_average(out, layout.average)
     theirs = ref.set_index(["optimizer", "task"]).reindex(grid)
     out["paper"], out["paper_std"] = theirs["mean"], theirs["std"]
+    if layout.average is not None:
+        _fill_average(out, layout.average)
     out["diff"] = out["mean"] - out["paper"]
     tasks = grid.get_level_values("task")
     for col, delta in (("mean", "delta"), ("paper", "paper_delta")):
@@ -110,12 +110,18 @@ def compare(layout: Layout, summary: pd.DataFrame, reference: pd.DataFrame) -> p
 
 
 def _fill_average(out: pd.DataFrame, average: str) -> None:
-    """An optimizer with no run of the average column gets the mean of its other columns, if all ran."""
-    means = out["mean"].unstack("task")
-    others = means.drop(columns=average)
-    derived = others.mean(axis=1).where(others.notna().all(axis=1))
-    for opt in means.index[means[average].isna() & derived.notna()]:
-        out.loc[(opt, average), "mean"] = derived[opt]
+    """An optimizer with no run of the average column gets the mean of the other columns it ran. When the tasks
+    that ran (for any optimizer) are not all of them, the paper's averages are recomputed over those tasks, the
+    same set for every optimizer, so the paper's Δ between optimizers stays like for like."""
+    means = out["mean"].unstack("task").drop(columns=average)
+    papers = out["paper"].unstack("task").drop(columns=average)
+    ran = means.columns[means.notna().any(axis=0)]
+    if 0 < len(ran) < len(means.columns):
+        for opt in papers.index:
+            out.loc[(opt, average), "paper"] = papers.loc[opt, ran].mean()
+    for opt in means.index:
+        if pd.isna(out.loc[(opt, average), "mean"]) and means.loc[opt].notna().any():
+            out.loc[(opt, average), "mean"] = means.loc[opt].mean()
 
 
 def delayed(summary: pd.DataFrame, reference: pd.DataFrame) -> pd.DataFrame:

@@ -15,6 +15,10 @@ from bench.errors import UsageError
 
 RECORD_FILE = "record.json"  # the name bench.records writes; not imported, to keep torch out of reports
 SCHEMA = 1
+# A run that also scores another column of a paper table is a row of that task too: GLUE's MNLI trains once and
+# scores both dev sets (tasks/glue), so a glue_mnli_m run's `accuracy_mm` is its glue_mnli_mm result, unless a
+# glue_mnli_mm run of the same study, optimizer and seed exists.
+COMPANIONS = {"glue_mnli_m": ("glue_mnli_mm", "accuracy_mm")}
 
 
 @dataclass(frozen=True)
@@ -71,6 +75,22 @@ def _run_row(rec: dict[str, Any], path: Path) -> dict[str, Any]:
     }
 
 
+def _companion(rec: dict[str, Any]) -> dict[str, Any] | None:
+    """The record as its companion task sees it (COMPANIONS), or None."""
+    task, key = COMPANIONS.get(rec["task"], (None, None))
+    values = [h["metrics"][key] for h in rec.get("history") or [] if key in (h.get("metrics") or {})]
+    if task is None or not values:
+        return None
+    metric = {**(rec.get("metric") or {}), "name": key, "best": max(values),
+              "final": values[-1] if rec["status"] == "completed" else None}
+    return {**rec, "task": task, "metric": metric}
+
+
+def _key(rec: dict[str, Any]) -> tuple[Any, ...]:
+    opt = (rec.get("config") or {}).get("optimizer") or {}
+    return rec.get("study"), rec["task"], rec["optimizer"], opt.get("update_each"), rec["seed"]
+
+
 def _history_rows(rid: int, rec: dict[str, Any]) -> list[dict[str, Any]]:
     name = (rec.get("metric") or {}).get("name", "")
     return [
@@ -109,14 +129,18 @@ def load(path: str | Path) -> RecordSet:
     files = [root] if root.is_file() else sorted(root.rglob(RECORD_FILE))
     if not files:
         raise UsageError(f"{root}: no {RECORD_FILE} found; run `bench run ...` first or pass another folder")
-    run_rows, history_rows, unreadable = [], [], []
+    records, unreadable = [], []
     for file in files:
         try:
-            rec = _read(file)
+            records.append((file, _read(file)))
         except UsageError as exc:
             unreadable.append(str(exc))
             print(f"warning: skipped {exc}", file=sys.stderr)
-            continue
+    real = {_key(rec) for _, rec in records}
+    companions = [(file, c) for file, rec in records if (c := _companion(rec)) is not None]
+    records += [(file, c) for file, c in companions if _key(c) not in real]
+    run_rows, history_rows = [], []
+    for file, rec in records:
         history_rows.extend(_history_rows(len(run_rows), rec))
         run_rows.append(_run_row(rec, file))
     if not run_rows:

@@ -176,7 +176,8 @@ def layout_section(layout: paper.Layout, summary: pd.DataFrame, reference: pd.Da
              f"Δ: optimizer − {layout.baseline}, ours then the paper's. Metric: {metric_header(m, layout.mode)}.",
              f"Source: {sources}."]
     if layout.average:
-        notes.append(f"{layout.average} with no runs of its own: mean of the other columns when all ran.")
+        notes.append(f"{layout.average} with no runs of its own: mean of the columns the optimizer ran; when some "
+                     "columns have no runs at all, the paper's averages are its means over the columns that do.")
     notes += [f"Model, {task}: {note}" for task, note in paper.model_notes(layout.tasks).items()]
     return Section(layout.title, columns, rows, notes)
 

@@ -11,7 +11,7 @@ from torch.optim.lr_scheduler import LambdaLR, ReduceLROnPlateau
 
 from bench.errors import UsageError
 
-SCHEDULES = ("constant", "multistep", "cosine", "warmup_invsqrt", "plateau")
+SCHEDULES = ("constant", "multistep", "cosine", "linear", "warmup_invsqrt", "plateau")
 
 
 def multistep(milestones: list[float], gamma: float, epochs: int, steps_per_epoch: int) -> Callable[[int], float]:
@@ -30,6 +30,16 @@ def cosine(total_steps: int, warmup_steps: int) -> Callable[[int], float]:
             return (step + 1) / warmup_steps
         progress = (step - warmup_steps) / max(1, total_steps - warmup_steps)
         return 0.5 * (1 + math.cos(math.pi * min(1.0, progress)))
+    return factor
+
+
+def linear(total_steps: int, warmup_steps: int) -> Callable[[int], float]:
+    """BERT fine-tuning's schedule (HF `get_linear_schedule_with_warmup`): linear warmup to the peak lr, then
+    linear decay to 0 at the end of the budget."""
+    def factor(step: int) -> float:
+        if step < warmup_steps:
+            return (step + 1) / warmup_steps
+        return max(0.0, (total_steps - step) / max(1, total_steps - warmup_steps))
     return factor
 
 
@@ -57,6 +67,8 @@ class Schedule:
             self.per_step = LambdaLR(optimizer, multistep(list(cfg.milestones), cfg.gamma, epochs, steps_per_epoch))
         elif name == "cosine":
             self.per_step = LambdaLR(optimizer, cosine(total, cfg.warmup_steps))
+        elif name == "linear":
+            self.per_step = LambdaLR(optimizer, linear(total, cfg.warmup_steps))
         elif name == "warmup_invsqrt":
             self.per_step = LambdaLR(optimizer, warmup_invsqrt(cfg.warmup_steps))
         else:
