@@ -17,11 +17,11 @@ from bench import paper, plots, stats
 from bench.recordset import RecordSet, load
 
 FORMATS = ("md", "latex", "csv", "html")
-SECTIONS = ("summary", "runs", "paired", *paper.LAYOUTS, paper.DELAYED)
+SECTIONS = ("summary", "runs", "paired", *paper.LAYOUTS, paper.DELAYED, paper.PINN)
 TABLES = (*SECTIONS, *paper.ALIASES, "all")
 # metric or quantity -> (unit, format spec); anything else prints 4 significant digits
 DISPLAY = {"top1": ("%", ".2f"), "accuracy": ("%", ".3f"), "glue": ("", ".2f"), "glue_avg": ("", ".2f"),
-           "bleu": ("", ".2f"), "ppl": ("", ".2f"), "logloss": ("", ".4f"), "auc": ("", ".4f"),
+           "bleu": ("", ".2f"), "ppl": ("", ".2f"), "rel_l2": ("", ".3g"), "logloss": ("", ".4f"), "auc": ("", ".4f"),
            "steps": ("", ".0f"), "hvp": ("", ".0f"), "s": ("", ".1f"), "s/step": ("", ".3g"), "ratio": ("", ".2f"),
            "grad_evals": ("", ".0f"), "MB": ("", ".4g")}
 MAX_ERROR_NOTES = 10
@@ -209,6 +209,22 @@ def delayed_section(summary: pd.DataFrame, reference: pd.DataFrame) -> Section:
     return Section("Table 8: delayed Hessian update, accuracy and cost", columns, rows, notes)
 
 
+def pinn_section(rs: RecordSet) -> Section:
+    """PINN problems: rel-L2 median [min, max] over seeds and time per optimizer, beside published numbers."""
+    df = paper.pinn(rs.runs, pd.read_csv(paper.PINN_CSV))
+    rows = [[r.task, r.optimizer, r.source, "–" if _nan(r.n) else f"{r.n:.0f}",
+             num(r.median, "rel_l2"), "–" if _nan(r.lo) else f"[{num(r.lo, 'rel_l2')}, {num(r.hi, 'rel_l2')}]",
+             num(r.wall_s, "s"), "" if _nan(r.diverged) else f"{r.diverged:.0f}",
+             "" if _nan(r.failed) else f"{r.failed:.0f}"] for r in df.itertuples()]
+    notes = ["rel-L2 ↓: ||u - u_ref|| / ||u_ref|| on the reference grid at the end of the run (metric.final); median "
+             "and [min, max] over completed seeds; time: median wall seconds of training. a→b: optimizer a, then b "
+             "from trainer.switch_at. Diverged runs (NaN loss) are counted, never dropped silently.",
+             f"Published rows: {paper.PINN_CSV.name} (their value in the median column)."]
+    return Section("PINNs: relative L2 error and time", ["task", "optimizer", "source", "n", "rel-L2 median",
+                                                         "[min, max]", "time s", "diverged", "failed"], rows, notes,
+                   align="lll" + "r" * 6)
+
+
 def build(rs: RecordSet, table: str | None) -> list[Section]:
     """The sections `--table` asks for; no table means the summary (and paired deltas where there are any)."""
     ttt = stats.time_to_target(rs.runs, rs.history)
@@ -228,6 +244,8 @@ def build(rs: RecordSet, table: str | None) -> list[Section]:
             sections.append(paired_section(rs.runs, summary))
         elif name == paper.DELAYED:
             sections.append(delayed_section(summary, reference))
+        elif name == paper.PINN:
+            sections.append(pinn_section(rs))
         else:
             layout = paper.LAYOUTS[name]
             sections.append(layout_section(layout, summary, reference))
@@ -260,7 +278,7 @@ def to_markdown(sections: list[Section]) -> str:
 
 _TEX = {"\\": r"\textbackslash{}", "&": r"\&", "%": r"\%", "$": r"\$", "#": r"\#", "_": r"\_", "{": r"\{",
         "}": r"\}", "~": r"\textasciitilde{}", "^": r"\textasciicircum{}", "±": r"$\pm$", "Δ": r"$\Delta$",
-        "–": "--", "−": "-", "×": r"$\times$", "↑": r"$\uparrow$", "↓": r"$\downarrow$"}
+        "–": "--", "−": "-", "×": r"$\times$", "↑": r"$\uparrow$", "↓": r"$\downarrow$", "→": r"$\rightarrow$"}
 
 
 def tex(text: str) -> str:
@@ -356,7 +374,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--table", choices=TABLES, metavar="NAME",
         help="summary (default), runs (one line per run, with time to target), paired (seed-paired deltas "
              "with bootstrap CIs), paper layouts cifar10, imagenet (Table 2), nmt (Table 3), lm (Table 4), "
-             "glue (Table 5), dlrm (text and Fig. 6), delayed (Table 8, cost); table2|table3|table4|table5|"
+             "glue (Table 5), dlrm (text and Fig. 6), delayed (Table 8, cost), pinn (PINN rel-L2); "
+             "table2|table3|table4|table5|"
              "fig6|table8 name them by number; all")
     parser.add_argument("--format", choices=FORMATS, default="md", help="output format (default md)")
     parser.add_argument("--out", metavar="FILE", help="write here instead of stdout")
