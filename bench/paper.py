@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
@@ -13,6 +14,8 @@ from bench.config import CONF_DIR
 from bench.recordset import label_of
 
 PAPER_CSV = Path(__file__).resolve().parents[1] / "results" / "paper" / "adahessian.csv"
+PINN_CSV = PAPER_CSV.with_name("pinn.csv")  # published PINN numbers (other papers than AdaHessian's)
+PINN = "pinn"
 GLUE_TASKS = ("glue_rte", "glue_mrpc", "glue_stsb", "glue_sst2", "glue_qnli", "glue_qqp", "glue_mnli_m",
               "glue_mnli_mm")
 DELAYED_TASKS = ("cifar10_resnet20", "cifar10_resnet32")
@@ -192,3 +195,22 @@ def delayed(summary: pd.DataFrame, reference: pd.DataFrame) -> pd.DataFrame:
         out[col] = ref.reindex(keys).to_numpy()
     out["diff"] = out["mean"] - out["paper"]
     return out
+
+
+def pinn(runs: pd.DataFrame, reference: pd.DataFrame) -> pd.DataFrame:
+    """PINN tasks: per (task, optimizer label), rel-L2 median and spread (min, max) over completed seeds, median
+    wall time, diverged and failed counts; then the published rows of `results/paper/pinn.csv` for those tasks.
+    A label such as `adam→lbfgs` is a run whose `trainer.switch_to` took over at `trainer.switch_at`."""
+    mine = runs[runs["task"].str.startswith("pinn_")]
+    rows = []
+    for (task, label), g in mine.groupby(["task", "label"], sort=True):
+        done = g[g["status"] == "completed"].dropna(subset=["final"])
+        rows.append({"task": task, "optimizer": label, "n": len(done), "median": done["final"].median(),
+                     "lo": done["final"].min(), "hi": done["final"].max(), "wall_s": done["wall_s"].median(),
+                     "diverged": int((g["status"] == "diverged").sum()), "failed": int((g["status"] == "failed").sum()),
+                     "source": "ours"})
+    rows += [{"task": r.task, "optimizer": r.optimizer, "n": r.n_runs, "median": r.mean, "lo": math.nan,
+              "hi": math.nan, "wall_s": math.nan, "diverged": math.nan, "failed": math.nan, "source": r.source}
+             for r in reference.itertuples()]
+    columns = ["task", "optimizer", "n", "median", "lo", "hi", "wall_s", "diverged", "failed", "source"]
+    return pd.DataFrame(rows, columns=columns).sort_values(["task", "source", "optimizer"], kind="stable")

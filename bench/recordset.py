@@ -43,6 +43,8 @@ def _number(value: Any) -> float:
 def _run_row(rec: dict[str, Any], path: Path) -> dict[str, Any]:
     config = rec.get("config") or {}
     task_cfg, opt_cfg = config.get("task") or {}, config.get("optimizer") or {}
+    switch_to = (config.get("trainer") or {}).get("switch_to")
+    switched = f"→{switch_to}" if switch_to else ""  # adam→lbfgs: trainer.switch_to took over mid-run
     update_each = int(opt_cfg.get("update_each") or 1)
     metric, cost = rec.get("metric") or {}, rec.get("cost") or {}
     return {
@@ -51,7 +53,7 @@ def _run_row(rec: dict[str, Any], path: Path) -> dict[str, Any]:
         "task": rec["task"],
         "optimizer": rec["optimizer"],
         "update_each": update_each,
-        "label": label_of(rec["optimizer"], update_each),
+        "label": label_of(rec["optimizer"], update_each) + switched,
         "seed": int(rec["seed"]),
         "status": rec["status"],
         "error": rec.get("error") or "",

@@ -177,7 +177,7 @@ def test_csv_and_html(runs: Path, tmp_path: Path) -> None:
     _report([str(runs), "--table", "summary", "--format", "html", "--out", str(tmp_path / "r.html")])
     page = (tmp_path / "r.html").read_text()
     assert page.count("<table>") == page.count("</table>") == 1
-    assert page.count("<th ") == 10 and page.count("<td ") == 30
+    assert page.count("<th ") == 12 and page.count("<td ") == 36
 
 
 def test_unusable_input_is_a_usage_error(tmp_path: Path) -> None:
