@@ -11,7 +11,7 @@ import torch
 
 from bench.checkpoint import load_checkpoint
 from tasks.nmt.task import TranslationTask
-from tests.nmt_fixtures import TINY_MODEL, write_text_layout
+from tests.nmt_fixtures import TINY_MODEL, write_data_bin_from, write_text_layout
 from tests.runs import comparable, run
 
 # Outputs capped at source length + 5 (fairseq-generate's --max-len-a/b) to keep an untrained model's decoding short.
@@ -77,3 +77,13 @@ def test_resumed_run_equals_the_uninterrupted_one(tmp_path: Path, data_dir: Path
     assert resumed["resumed"] == 1
     assert comparable(resumed) == comparable(reference)
     assert resumed["test"] == reference["test"]
+
+
+def test_a_fairseq_data_bin_trains_and_records_test_bleu(tmp_path: Path) -> None:
+    text = write_text_layout(tmp_path / "text", n_train=200, n_eval=30, merges=100)
+    data_bin = write_data_bin_from(text, tmp_path / "data-bin")
+    record = run(tmp_path / "runs", "task=iwslt14_transformer", "optimizer=adamw", f"task.data_dir={data_bin}",
+                 *COMMON, "trainer.epochs=1", "trainer.average_last=1")
+    assert record["status"] == "completed", record["error"]
+    assert record["data"]["layout"] == "data-bin" and record["data"]["sentences"]["test"] == 30
+    assert record["test"]["bleu"] >= 0 and record["test"]["sentences"] == 30
