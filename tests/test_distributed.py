@@ -17,6 +17,7 @@ import torch.distributed as torch_dist
 import torch.multiprocessing as mp
 from torch import nn
 
+from bench.checkpoint import load_checkpoint
 from bench.distributed import Distributed
 from optimizers import AdaHessian
 from optimizers.hutchinson import smooth_
@@ -27,8 +28,7 @@ TORCHRUN = ("launcher=torchrun", "trainer.devices=2", "trainer.device=cpu")
 
 
 def final_parameters(runs: Path, record: dict) -> dict[str, torch.Tensor]:
-    checkpoint = torch.load(runs / record["study"] / record["run_id"] / "checkpoint.pt", weights_only=False)
-    return checkpoint["model"]
+    return load_checkpoint(runs / record["study"] / record["run_id"]).payload["model"]
 
 
 def test_two_process_sgd_equals_one_process_with_the_same_global_batch(tmp_path: Path) -> None:
