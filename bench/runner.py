@@ -35,6 +35,7 @@ from bench.progress import TrainProgress
 from bench.records import RECORD_NAME, SCHEMA, environment, now, read_record, run_id_of, write_record
 from bench.schedules import Schedule
 from bench.snapshots import average_snapshots, clear_snapshots, save_snapshot
+from bench.hvp import resolve_mode, uses_harness_hvp
 from bench.step import Diverged, autocast, train_step
 from tasks.base import DataError, Task
 
@@ -249,6 +250,7 @@ class Runner:
               state: TrainState, steps_per_epoch: int, record: dict[str, Any], log: MetricsLog | None,
               guard: PreemptionGuard) -> None:
         cfg = self.cfg.trainer
+        uses_harness_hvp(cfg.hessian_batch_fraction, cfg.hvp_mode)  # a bad value stops here, before any step
         scaler = torch.amp.GradScaler("cuda") if cfg.amp == "fp16" else None
         total = cfg.epochs * steps_per_epoch
         model.train()
@@ -269,7 +271,9 @@ class Runner:
                     try:
                         result = train_step(task, model, optimizer, batch, device=self.device, amp=cfg.amp,
                                             hessian=needs_hessian(optimizer, state.step), scaler=scaler,
-                                            grad_clip=cfg.grad_clip, dist=self.dist)
+                                            grad_clip=cfg.grad_clip, dist=self.dist,
+                                            hessian_batch_fraction=cfg.hessian_batch_fraction,
+                                            hvp_mode=cfg.hvp_mode)
                     except Diverged as exc:
                         raise Diverged(f"{exc} at step {state.step}") from None
                     schedule.after_step()
@@ -402,6 +406,7 @@ class Runner:
             "wall_s": round(state.wall_s, 4),
             "s_per_step": state.wall_s / state.step if state.step else None,
             "hvp_count": int(getattr(optimizer, "hvp_count", 0)),
+            "hvp_mode": resolve_mode(self.cfg.trainer.hvp_mode) if hasattr(optimizer, "needs_hessian") else None,
             "grad_evals": state.grad_evals,
             "peak_mem_bytes": peak_memory_bytes(self.device),
             "optimizer_state_bytes": state_bytes(optimizer),
