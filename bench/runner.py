@@ -27,6 +27,7 @@ from bench.config import check_config
 from bench.distributed import Distributed
 from bench.early_stop import early_stop
 from bench.errors import UsageError
+from bench.hvp import resolve_mode, uses_harness_hvp
 from bench.loggers import MetricsLog
 from bench.optim_factory import build_optimizer, needs_hessian, state_bytes
 from bench.ownership import RunBusy, RunLock
@@ -35,7 +36,6 @@ from bench.progress import TrainProgress
 from bench.records import RECORD_NAME, SCHEMA, environment, now, read_record, run_id_of, write_record
 from bench.schedules import Schedule
 from bench.snapshots import average_snapshots, clear_snapshots, save_snapshot
-from bench.hvp import resolve_mode, uses_harness_hvp
 from bench.step import Diverged, autocast, train_step
 from tasks.base import DataError, Task
 
