@@ -64,6 +64,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                    help="trainer.hessian_batch_fraction values, e.g. 1,0.25 (variant adahessian@1/f0.25)")
     p.add_argument("--hvp-mode", default="auto",
                    help="trainer.hvp_mode values, e.g. double_backward,forward_over_reverse (adahessian@1/fwd)")
+    p.add_argument("--reuse", action="store_true",
+                   help="also time Hessian optimizers on steps that only reuse the estimate (adahessian@reuse)")
     p.add_argument("--memory", action="store_true", help="also profile one cycle per variant for its peak memory")
     p.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"))
     p.add_argument("--amp", default="none", choices=("none", "bf16"))
@@ -384,7 +386,7 @@ def run(args: argparse.Namespace) -> int:
         if is_hessian_optimizer(optimizer_cfg):
             variants += [harness_variant(f"{name}@{k}{curvature_label(f, m)}", optimizer_cfg, k, task, device,
                                          args.amp, routes, f, m) for k in every for f, m in curvature]
-            if max(every) > 1 and "update_each" in optimizer_cfg:
+            if args.reuse and "update_each" in optimizer_cfg:
                 variants.append(reuse_variant(name, optimizer_cfg, task, device, args.amp, routes, batches[0]))
         else:
             variants.append(harness_variant(name, optimizer_cfg, 1, task, device, args.amp, routes))
