@@ -12,7 +12,7 @@ setup: $(BIN)/bench
 $(BIN)/bench: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
-	$(BIN)/pip install --quiet -e ".[dev,cluster]"
+	$(BIN)/pip install --quiet -e ".[dev,cluster,nlp]"
 	touch $@
 
 demo: setup

@@ -42,7 +42,7 @@ def compose_config(overrides: list[str]) -> DictConfig:
 def check_config(cfg: DictConfig) -> None:
     """Everything about a config that can be wrong before any data is read or process started: checked in
     the launching process, so that N worker processes do not each fail on it."""
-    from bench.optim_factory import is_hessian_optimizer
+    from bench.optim_factory import distributed_refusal, is_hessian_optimizer
 
     lr = cfg.optimizer.get("lr")
     if lr is not None and (isinstance(lr, bool) or not isinstance(lr, (int, float)) or lr <= 0):
@@ -65,6 +65,10 @@ def check_config(cfg: DictConfig) -> None:
     if cfg.trainer.batch_size % world_size:
         raise UsageError(f"trainer.batch_size={cfg.trainer.batch_size}: the global batch must split evenly over "
                          f"the run's {world_size} processes; use a multiple of {world_size}")
+    refusal = distributed_refusal(cfg.optimizer) if world_size > 1 else None
+    if refusal:
+        raise UsageError(f"optimizer={cfg.optimizer.name} on {world_size} processes: {refusal}; run it with "
+                         "trainer.devices=1 trainer.nodes=1")
     cuda = cfg.trainer.device == "cuda" or (cfg.trainer.device == "auto" and torch.cuda.is_available())
     if cfg.trainer.amp == "fp16" and not cuda:
         raise UsageError("trainer.amp=fp16 needs CUDA; use trainer.amp=bf16 or none on CPU")

@@ -14,8 +14,10 @@ from bench.errors import UsageError
 
 # name -> "module:function"
 PREPARERS: dict[str, str] = {
+    "iwslt14": "tasks.nmt.prepare:prepare_iwslt14",
     "criteo_dlrm": "tasks.dlrm.prepare:prepare_criteo",
     "imagenet": "tasks.imagenet.layout:prepare",
+    "wikitext103": "tasks.lm.corpus:prepare_wikitext",
 }
 
 

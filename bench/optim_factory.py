@@ -44,9 +44,10 @@ def constructor_kwargs(cfg: DictConfig, cls: type, steps_per_epoch: int, seed: i
             raise UsageError(f"optimizer.weight_decay_mode={mode}: expected one of {', '.join(DECAY_MODES)}")
         if accepts(cls, "weight_decay_mode"):
             kwargs["weight_decay_mode"] = mode
-        elif FIXED_DECAY_MODE.get(cls, mode) != mode:
+        elif FIXED_DECAY_MODE.get(cls, getattr(cls, "fixed_weight_decay_mode", mode)) != mode:
+            fixed = FIXED_DECAY_MODE.get(cls, getattr(cls, "fixed_weight_decay_mode", None))
             raise UsageError(f"optimizer.weight_decay_mode={mode}: {cls.__name__} applies weight_decay as "
-                             f"{FIXED_DECAY_MODE[cls]}; pick an optimizer that implements {mode} decay "
+                             f"{fixed}; pick an optimizer that implements {mode} decay "
                              "(e.g. optimizer=adamw for decoupled)")
     warmup_epochs = cfg.get("hessian_warmup_epochs")
     if warmup_epochs and accepts(cls, "hessian_warmup_steps"):
@@ -76,6 +77,26 @@ def build_optimizer(cfg: DictConfig, param_groups: list[dict[str, Any]], steps_p
         return cls(param_groups, **kwargs)
     except (ValueError, TypeError) as exc:
         raise UsageError(f"optimizer={cfg.name}: {exc}") from None
+
+
+# Optimizers we do not own that cannot run data-parallel, and why; ours say so in `distributed_support`.
+SINGLE_PROCESS_ONLY: dict[type, str] = {
+    torch.optim.LBFGS: "L-BFGS's line search and curvature pairs use each rank's own loss and are not reduced, "
+                       "so the ranks would take different steps",
+}
+
+
+def distributed_refusal(cfg: DictConfig) -> str | None:
+    """Why the configured optimizer cannot run on several processes, or None if it can."""
+    try:
+        cls = get_class(cfg._target_)
+    except Exception:
+        return None
+    if cls in SINGLE_PROCESS_ONLY:
+        return SINGLE_PROCESS_ONLY[cls]
+    if getattr(cls, "distributed_support", True) is False:
+        return getattr(cls, "distributed_reason", "it does not reduce its curvature statistics across ranks")
+    return None
 
 
 def is_hessian_optimizer(cfg: DictConfig) -> bool:

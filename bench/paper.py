@@ -2,15 +2,20 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
 import pandas as pd
+from omegaconf import OmegaConf
 
+from bench.config import CONF_DIR
 from bench.recordset import label_of
 
 PAPER_CSV = Path(__file__).resolve().parents[1] / "results" / "paper" / "adahessian.csv"
+PINN_CSV = PAPER_CSV.with_name("pinn.csv")  # published PINN numbers (other papers than AdaHessian's)
+PINN = "pinn"
 GLUE_TASKS = ("glue_rte", "glue_mrpc", "glue_stsb", "glue_sst2", "glue_qnli", "glue_qqp", "glue_mnli_m",
               "glue_mnli_mm")
 DELAYED_TASKS = ("cifar10_resnet20", "cifar10_resnet32")
@@ -39,7 +44,7 @@ LAYOUTS: dict[str, Layout] = {layout.name: layout for layout in (
     Layout("nmt", "Table 3: translation BLEU", "table3", ("iwslt14_transformer", "wmt14_transformer"),
            "adamw", "bleu"),
     Layout("lm", "Table 4: language-model perplexity", "table4",
-           ("ptb_transformer", "wikitext103_transformer"), "adamw", "ppl", "min"),
+           ("ptb_transformer_lm", "wikitext103_transformer_lm"), "adamw", "ppl", "min"),
     Layout("glue", "Table 5: SqueezeBERT on GLUE dev", "table5", (*GLUE_TASKS, "glue_avg"), "adamw", "glue",
            average="glue_avg"),
     Layout("dlrm", "DLRM on Criteo: test accuracy (%) (text and Fig. 6)", "fig6", ("criteo_dlrm",), "adagrad",
@@ -50,6 +55,62 @@ DELAYED = "delayed"
 ALIASES: dict[str, tuple[str, ...]] = {"table2": ("cifar10", "imagenet"), "table3": ("nmt",),
                                        "table4": ("lm",), "table5": ("glue",), "fig6": ("dlrm",),
                                        "table8": (DELAYED,)}
+
+
+@dataclass(frozen=True)
+class Sweep:
+    """A paper table over one hyperparameter of one task: rows are optimizers, columns the swept values."""
+
+    name: str
+    title: str
+    task: str
+    key: str  # a column of the run frame (bench.recordset)
+    values: tuple[float, ...]
+    optimizers: tuple[str, ...]
+    metric: str = "bleu"
+
+
+# The reference CSV names a swept cell's optimizer `adamw@lr_scale=2`, `adahessian@block_size=32`.
+SWEEPS: dict[str, Sweep] = {sweep.name: sweep for sweep in (
+    Sweep("table6", "Table 6: IWSLT14 test BLEU with the recipe lr scaled (lr_scale)", "iwslt14_transformer",
+          "lr_scale", (0.5, 1.0, 2.0, 5.0, 10.0), ("adamw", "adahessian")),
+    Sweep("table7", "Table 7: IWSLT14 test BLEU by AdaHessian block size", "iwslt14_transformer", "block_size",
+          (1, 2, 4, 8, 16, 32, 64, 128), ("adahessian",)),
+)}
+
+
+def sweep_label(optimizer: str, key: str, value: float) -> str:
+    return f"{optimizer}@{key}={value:g}"
+
+
+def sweep(table: Sweep, runs: pd.DataFrame, reference: pd.DataFrame) -> pd.DataFrame:
+    """One row per (optimizer, value): completed runs, mean ± std of their result, diverged count, the paper's
+    value and ours minus it. Values that ran but the paper lacks are added."""
+    mine = runs[(runs["task"] == table.task) & runs["optimizer"].isin(table.optimizers)]
+    values = sorted(set(table.values) | set(mine[table.key].dropna()))
+    ref = reference[reference["table"] == table.name].set_index("optimizer")["mean"]
+    rows = []
+    for opt in table.optimizers:
+        for value in values:
+            group = mine[(mine["optimizer"] == opt) & (mine[table.key] == value)]
+            done = group.loc[group["status"] == "completed", "final"].dropna()
+            rows.append({"optimizer": opt, "value": value, "n": len(done), "mean": done.mean(),
+                         "std": done.std(ddof=1), "n_diverged": int((group["status"] == "diverged").sum()),
+                         "paper": ref.get(sweep_label(opt, table.key, value), float("nan"))})
+    out = pd.DataFrame(rows)
+    out["diff"] = out["mean"] - out["paper"]
+    return out
+
+
+def model_notes(tasks: Iterable[str]) -> dict[str, str]:
+    """Each task's `model_note` from its conf/task yaml: how our model differs from the paper's, if it does."""
+    notes = {}
+    for task in tasks:
+        path = CONF_DIR / "task" / f"{task}.yaml"
+        note = OmegaConf.select(OmegaConf.load(path), "task.model_note") if path.is_file() else None
+        if note:
+            notes[task] = str(note)
+    return notes
 
 
 def load_reference(path: Path = PAPER_CSV) -> pd.DataFrame:
@@ -82,10 +143,10 @@ def compare(layout: Layout, summary: pd.DataFrame, reference: pd.DataFrame) -> p
     mine = ours.set_index(["label", "task"]).reindex(grid)
     out = pd.DataFrame({"n": mine["n_done"].fillna(0).astype(int), "mean": mine["mean"], "std": mine["std"]},
                        index=grid)
-    if layout.average is not None:
-        _fill_average(out, layout.average)
     theirs = ref.set_index(["optimizer", "task"]).reindex(grid)
     out["paper"], out["paper_std"] = theirs["mean"], theirs["std"]
+    if layout.average is not None:
+        _fill_average(out, layout.average)
     out["diff"] = out["mean"] - out["paper"]
     tasks = grid.get_level_values("task")
     for col, delta in (("mean", "delta"), ("paper", "paper_delta")):
@@ -94,12 +155,18 @@ def compare(layout: Layout, summary: pd.DataFrame, reference: pd.DataFrame) -> p
 
 
 def _fill_average(out: pd.DataFrame, average: str) -> None:
-    """An optimizer with no run of the average column gets the mean of its other columns, if all ran."""
-    means = out["mean"].unstack("task")
-    others = means.drop(columns=average)
-    derived = others.mean(axis=1).where(others.notna().all(axis=1))
-    for opt in means.index[means[average].isna() & derived.notna()]:
-        out.loc[(opt, average), "mean"] = derived[opt]
+    """An optimizer with no run of the average column gets the mean of the other columns it ran. When the tasks
+    that ran (for any optimizer) are not all of them, the paper's averages are recomputed over those tasks, the
+    same set for every optimizer, so the paper's Δ between optimizers stays like for like."""
+    means = out["mean"].unstack("task").drop(columns=average)
+    papers = out["paper"].unstack("task").drop(columns=average)
+    ran = means.columns[means.notna().any(axis=0)]
+    if 0 < len(ran) < len(means.columns):
+        for opt in papers.index:
+            out.loc[(opt, average), "paper"] = papers.loc[opt, ran].mean()
+    for opt in means.index:
+        if pd.isna(out.loc[(opt, average), "mean"]) and means.loc[opt].notna().any():
+            out.loc[(opt, average), "mean"] = means.loc[opt].mean()
 
 
 def delayed(summary: pd.DataFrame, reference: pd.DataFrame) -> pd.DataFrame:
@@ -133,3 +200,22 @@ def delayed(summary: pd.DataFrame, reference: pd.DataFrame) -> pd.DataFrame:
         out[col] = ref.reindex(keys).to_numpy()
     out["diff"] = out["mean"] - out["paper"]
     return out
+
+
+def pinn(runs: pd.DataFrame, reference: pd.DataFrame) -> pd.DataFrame:
+    """PINN tasks: per (task, optimizer label), rel-L2 median and spread (min, max) over completed seeds, median
+    wall time, diverged and failed counts; then the published rows of `results/paper/pinn.csv` for those tasks.
+    A label such as `adam→lbfgs` is a run whose `trainer.switch_to` took over at `trainer.switch_at`."""
+    mine = runs[runs["task"].str.startswith("pinn_")]
+    rows = []
+    for (task, label), g in mine.groupby(["task", "label"], sort=True):
+        done = g[g["status"] == "completed"].dropna(subset=["final"])
+        rows.append({"task": task, "optimizer": label, "n": len(done), "median": done["final"].median(),
+                     "lo": done["final"].min(), "hi": done["final"].max(), "wall_s": done["wall_s"].median(),
+                     "diverged": int((g["status"] == "diverged").sum()), "failed": int((g["status"] == "failed").sum()),
+                     "source": "ours"})
+    rows += [{"task": r.task, "optimizer": r.optimizer, "n": r.n_runs, "median": r.mean, "lo": math.nan,
+              "hi": math.nan, "wall_s": math.nan, "diverged": math.nan, "failed": math.nan, "source": r.source}
+             for r in reference.itertuples()]
+    columns = ["task", "optimizer", "n", "median", "lo", "hi", "wall_s", "diverged", "failed", "source"]
+    return pd.DataFrame(rows, columns=columns).sort_values(["task", "source", "optimizer"], kind="stable")

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import copy
+import importlib.metadata
 import json
 import statistics
 import time
@@ -22,6 +23,7 @@ from typing import Any
 import torch
 from hydra.utils import get_class
 from omegaconf import DictConfig, OmegaConf
+from packaging.version import Version
 
 from bench import perf_loader
 from bench.config import compose_config
@@ -36,8 +38,18 @@ from bench.step import Diverged, autocast, train_step
 from tasks.base import Task
 
 PEER = "pytorch_optimizer.AdaHessian"
-PEER_CAVEAT = (f"{PEER} draws its Rademacher probes with randint_like(p, 0, 1) * 2 - 1, which is always -1: "
-               "its timing is comparable, its estimates are not")
+# Up to this release the peer drew its Rademacher probes as randint_like(p, 0, 1) * 2 - 1, which is always -1.
+PEER_PROBE_BUG_LAST = "3.10.1"
+
+
+def peer_caveat(installed: str | None = None) -> str:
+    """What the installed peer's numbers mean: its probes were constant up to PEER_PROBE_BUG_LAST."""
+    installed = installed or importlib.metadata.version("pytorch_optimizer")
+    if Version(installed) <= Version(PEER_PROBE_BUG_LAST):
+        return (f"{PEER} {installed} draws its Rademacher probes with randint_like(p, 0, 1) * 2 - 1, which is "
+                f"always -1 (fixed after {PEER_PROBE_BUG_LAST}): its timing is comparable, its estimates are not")
+    return (f"{PEER} {installed} draws real Rademacher probes (the always -1 probes of releases up to "
+            f"{PEER_PROBE_BUG_LAST} are fixed): its timing and its estimates are comparable")
 
 
 @dataclass
@@ -125,6 +137,9 @@ def harness_variant(label: str, optimizer_cfg: DictConfig, every: int, task: Tas
         cfg.hessian_warmup_epochs = 0
     model = fresh_model(task, device)
     optimizer = build_optimizer(cfg, task.param_groups(model), task.steps_per_epoch(), seed=0, routes=routes)
+    attach = getattr(optimizer, "attach", None)
+    if callable(attach):  # module hooks (K-FAC), as the runner installs them
+        attach(model)
     steps = iter(range(1 << 62))
 
     def run_cycle(batches: list[Any]) -> int:
@@ -319,7 +334,7 @@ def summarize(timings: Timings, variants: list[Variant], args: argparse.Namespac
             result["hvp_limit_fwd_vs_adam"] = round(median_s["hvp_limit/fwd"] / median_s["adam"], 3)
         result["targets"] = targets
     if args.peers:
-        result["peer_caveat"] = PEER_CAVEAT
+        result["peer_caveat"] = peer_caveat()
     result["diverged"] = timings.diverged
     return result
 

@@ -23,7 +23,7 @@ RECORD_NAME = "record.json"
 STATUSES = ("running", "completed", "diverged", "failed")
 # Keys that change where or how visibly a run happens, not what it computes.
 NON_SEMANTIC = {
-    "task": ("data_dir", "target"),
+    "task": ("data_dir", "target", "model_note", "cache_dir", "workers", "prefetch", "prepare_workers"),
     "trainer": ("device", "progress", "checkpoint", "eval_batch_size", "heartbeat_s", "lease_ttl_s"),
 }
 REPO_ROOT = Path(__file__).resolve().parents[1]

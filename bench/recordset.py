@@ -15,6 +15,10 @@ from bench.errors import UsageError
 
 RECORD_FILE = "record.json"  # the name bench.records writes; not imported, to keep torch out of reports
 SCHEMA = 1
+# A run that also scores another column of a paper table is a row of that task too: GLUE's MNLI trains once and
+# scores both dev sets (tasks/glue), so a glue_mnli_m run's `accuracy_mm` is its glue_mnli_mm result, unless a
+# glue_mnli_mm run of the same study, optimizer and seed exists.
+COMPANIONS = {"glue_mnli_m": ("glue_mnli_mm", "accuracy_mm")}
 
 
 @dataclass(frozen=True)
@@ -41,6 +45,8 @@ def _number(value: Any) -> float:
 def _run_row(rec: dict[str, Any], path: Path) -> dict[str, Any]:
     config = rec.get("config") or {}
     task_cfg, opt_cfg = config.get("task") or {}, config.get("optimizer") or {}
+    switch_to = (config.get("trainer") or {}).get("switch_to")
+    switched = f"→{switch_to}" if switch_to else ""  # adam→lbfgs: trainer.switch_to took over mid-run
     update_each = int(opt_cfg.get("update_each") or 1)
     # Only Hessian optimizers (those with update_each) estimate curvature; for the others the fraction is moot.
     fraction = _number((config.get("trainer") or {}).get("hessian_batch_fraction")) if "update_each" in opt_cfg \
@@ -54,7 +60,7 @@ def _run_row(rec: dict[str, Any], path: Path) -> dict[str, Any]:
         "optimizer": rec["optimizer"],
         "update_each": update_each,
         "hessian_batch_fraction": fraction,
-        "label": label_of(rec["optimizer"], update_each, fraction),
+        "label": label_of(rec["optimizer"], update_each, fraction) + switched,
         "seed": int(rec["seed"]),
         "status": rec["status"],
         "error": rec.get("error") or "",
@@ -72,8 +78,26 @@ def _run_row(rec: dict[str, Any], path: Path) -> dict[str, Any]:
         "items_per_s": _number(cost.get("items_per_s")),
         "data_wait_frac": _number(cost.get("data_wait_frac")),
         "target": _number(task_cfg.get("target")),
+        "lr_scale": _number(config.get("lr_scale", 1.0)),  # experiment=paper_lr_scaling (Table 6)
+        "block_size": _number(opt_cfg.get("block_size")),  # AdaHessian's averaging block (Table 7)
         "path": str(path),
     }
+
+
+def _companion(rec: dict[str, Any]) -> dict[str, Any] | None:
+    """The record as its companion task sees it (COMPANIONS), or None."""
+    task, key = COMPANIONS.get(rec["task"], (None, None))
+    values = [h["metrics"][key] for h in rec.get("history") or [] if key in (h.get("metrics") or {})]
+    if task is None or not values:
+        return None
+    metric = {**(rec.get("metric") or {}), "name": key, "best": max(values),
+              "final": values[-1] if rec["status"] == "completed" else None}
+    return {**rec, "task": task, "metric": metric}
+
+
+def _key(rec: dict[str, Any]) -> tuple[Any, ...]:
+    opt = (rec.get("config") or {}).get("optimizer") or {}
+    return rec.get("study"), rec["task"], rec["optimizer"], opt.get("update_each"), rec["seed"]
 
 
 def _history_rows(rid: int, rec: dict[str, Any]) -> list[dict[str, Any]]:
@@ -114,18 +138,23 @@ def load(path: str | Path) -> RecordSet:
     files = [root] if root.is_file() else sorted(root.rglob(RECORD_FILE))
     if not files:
         raise UsageError(f"{root}: no {RECORD_FILE} found; run `bench run ...` first or pass another folder")
-    run_rows, history_rows, unreadable = [], [], []
+    records, unreadable = [], []
     for file in files:
         try:
-            rec = _read(file)
+            records.append((file, _read(file)))
         except UsageError as exc:
             unreadable.append(str(exc))
             print(f"warning: skipped {exc}", file=sys.stderr)
-            continue
+    real = {_key(rec) for _, rec in records}
+    companions = [(file, c) for file, rec in records if (c := _companion(rec)) is not None]
+    records += [(file, c) for file, c in companions if _key(c) not in real]
+    run_rows, history_rows = [], []
+    for file, rec in records:
         history_rows.extend(_history_rows(len(run_rows), rec))
         run_rows.append(_run_row(rec, file))
     if not run_rows:
-        raise UsageError(f"{root}: none of its {len(files)} {RECORD_FILE} files is readable; rerun the runs")
+        raise UsageError(f"{root}: none of its {len(files)} {RECORD_FILE} files is readable (first: "
+                         f"{unreadable[0]}); rerun the runs")
     runs = pd.DataFrame(run_rows).rename_axis("rid")
     history = pd.DataFrame(history_rows, columns=["rid", "step", "epoch", "train_loss", "value", "wall_s"])
     return RecordSet(root=root, runs=runs, history=history, unreadable=unreadable)

@@ -17,12 +17,13 @@ from bench import paper, plots, stats
 from bench.recordset import RecordSet, load
 
 FORMATS = ("md", "latex", "csv", "html")
-SECTIONS = ("summary", "runs", "paired", *paper.LAYOUTS, paper.DELAYED)
+SECTIONS = ("summary", "runs", "paired", *paper.LAYOUTS, paper.DELAYED, paper.PINN, *paper.SWEEPS)
 TABLES = (*SECTIONS, *paper.ALIASES, "all")
 # metric or quantity -> (unit, format spec); anything else prints 4 significant digits
 DISPLAY = {"top1": ("%", ".2f"), "accuracy": ("%", ".3f"), "glue": ("", ".2f"), "glue_avg": ("", ".2f"),
-           "bleu": ("", ".2f"), "ppl": ("", ".2f"), "logloss": ("", ".4f"), "auc": ("", ".4f"),
-           "steps": ("", ".0f"), "hvp": ("", ".0f"), "s": ("", ".1f"), "s/step": ("", ".3g"), "ratio": ("", ".2f")}
+           "bleu": ("", ".2f"), "ppl": ("", ".2f"), "rel_l2": ("", ".3g"), "logloss": ("", ".4f"), "auc": ("", ".4f"),
+           "steps": ("", ".0f"), "hvp": ("", ".0f"), "s": ("", ".1f"), "s/step": ("", ".3g"), "ratio": ("", ".2f"),
+           "grad_evals": ("", ".0f"), "MB": ("", ".4g")}
 MAX_ERROR_NOTES = 10
 DATA_BOUND_FRAC = 0.1  # a run that waited longer than this fraction of its training time for data is data-bound
 
@@ -95,11 +96,13 @@ def data_bound_notes(runs: pd.DataFrame) -> list[str]:
 
 def summary_section(rs: RecordSet, summary: pd.DataFrame) -> Section:
     """Per task and optimizer: completed runs, final metric over seeds, cost, and every run that did not finish."""
-    columns = ["task", "optimizer", "metric", "done", "final", "s/step", "HVPs", "to target", "diverged", "failed"]
+    columns = ["task", "optimizer", "metric", "done", "final", "s/step", "HVPs", "grad evals", "state MB",
+               "to target", "diverged", "failed"]
     running = bool(summary["n_running"].any())  # a column only while a study is still going
     rows = [[r["task"], r["label"], metric_header(r["metric"], r["mode"]), str(r["n_done"]),
              mean_std(r["mean"], r["std"], r["metric"]), num(r["s_per_step"], "s/step"), num(r["hvp_count"], "hvp"),
-             _target_cell(r), str(r["n_diverged"]), str(r["n_failed"]), *([str(r["n_running"])] * running)]
+             num(r["grad_evals"], "grad_evals"), num(r["state_bytes"] / 1e6, "MB"), _target_cell(r),
+             str(r["n_diverged"]), str(r["n_failed"]), *([str(r["n_running"])] * running)]
             for _, r in summary.iterrows()]
     studies = ", ".join(sorted(set(rs.runs["study"])))
     notes = [f"{len(rs.runs)} runs under {rs.root} (studies: {studies}). Final metric: mean ± sample std "
@@ -112,7 +115,7 @@ def summary_section(rs: RecordSet, summary: pd.DataFrame) -> Section:
     if len(bad) > MAX_ERROR_NOTES:
         notes.append(f"... and {len(bad) - MAX_ERROR_NOTES} more; see --table runs")
     notes += data_bound_notes(rs.runs)
-    return Section("Summary", columns + ["running"] * running, rows, notes, align="lll" + "r" * (7 + running))
+    return Section("Summary", columns + ["running"] * running, rows, notes, align="lll" + "r" * (9 + running))
 
 
 def runs_section(rs: RecordSet, ttt: pd.DataFrame) -> Section:
@@ -176,7 +179,9 @@ def layout_section(layout: paper.Layout, summary: pd.DataFrame, reference: pd.Da
              f"Δ: optimizer − {layout.baseline}, ours then the paper's. Metric: {metric_header(m, layout.mode)}.",
              f"Source: {sources}."]
     if layout.average:
-        notes.append(f"{layout.average} with no runs of its own: mean of the other columns when all ran.")
+        notes.append(f"{layout.average} with no runs of its own: mean of the columns the optimizer ran; when some "
+                     "columns have no runs at all, the paper's averages are its means over the columns that do.")
+    notes += [f"Model, {task}: {note}" for task, note in paper.model_notes(layout.tasks).items()]
     return Section(layout.title, columns, rows, notes)
 
 
@@ -206,6 +211,40 @@ def delayed_section(summary: pd.DataFrame, reference: pd.DataFrame) -> Section:
     return Section("Table 8: delayed Hessian update, accuracy and cost", columns, rows, notes)
 
 
+def pinn_section(rs: RecordSet) -> Section:
+    """PINN problems: rel-L2 median [min, max] over seeds and time per optimizer, beside published numbers."""
+    df = paper.pinn(rs.runs, pd.read_csv(paper.PINN_CSV))
+    rows = [[r.task, r.optimizer, r.source, "–" if _nan(r.n) else f"{r.n:.0f}",
+             num(r.median, "rel_l2"), "–" if _nan(r.lo) else f"[{num(r.lo, 'rel_l2')}, {num(r.hi, 'rel_l2')}]",
+             num(r.wall_s, "s"), "" if _nan(r.diverged) else f"{r.diverged:.0f}",
+             "" if _nan(r.failed) else f"{r.failed:.0f}"] for r in df.itertuples()]
+    notes = ["rel-L2 ↓: ||u - u_ref|| / ||u_ref|| on the reference grid at the end of the run (metric.final); median "
+             "and [min, max] over completed seeds; time: median wall seconds of training. a→b: optimizer a, then b "
+             "from trainer.switch_at. Diverged runs (NaN loss) are counted, never dropped silently.",
+             f"Published rows: {paper.PINN_CSV.name} (their value in the median column)."]
+    return Section("PINNs: relative L2 error and time", ["task", "optimizer", "source", "n", "rel-L2 median",
+                                                         "[min, max]", "time s", "diverged", "failed"], rows, notes,
+                   align="lll" + "r" * 6)
+
+
+def sweep_section(table: paper.Sweep, runs: pd.DataFrame, reference: pd.DataFrame) -> Section:
+    """Tables 6 and 7: one row per optimizer, one column per swept value, ours beside the paper's."""
+    df = paper.sweep(table, runs, reference)
+    values = list(dict.fromkeys(df["value"]))
+    rows = []
+    for opt, group in df.groupby("optimizer", sort=False):
+        row = [opt]
+        for c in group.itertuples():
+            ours = mean_std(c.mean, c.std, table.metric) + (f" (n={c.n})" if c.n else "")
+            ours += f" [{c.n_diverged} diverged]" if c.n_diverged else ""
+            row.append(beside_paper(ours, c.paper, c.diff, table.metric))
+        rows.append(row)
+    notes = [f"Columns: config {table.key}. Cells: ours mean ± std over completed runs (the test metric where the "
+             "task has one); diverged runs counted apart; paper value where results/paper/adahessian.csv has it.",
+             "Source: arXiv 2006.00719v2 " + table.title.split(":")[0] + "."]
+    return Section(table.title, ["optimizer", *[f"{table.key}={v:g}" for v in values]], rows, notes)
+
+
 def build(rs: RecordSet, table: str | None) -> list[Section]:
     """The sections `--table` asks for; no table means the summary (and paired deltas where there are any)."""
     ttt = stats.time_to_target(rs.runs, rs.history)
@@ -225,6 +264,10 @@ def build(rs: RecordSet, table: str | None) -> list[Section]:
             sections.append(paired_section(rs.runs, summary))
         elif name == paper.DELAYED:
             sections.append(delayed_section(summary, reference))
+        elif name == paper.PINN:
+            sections.append(pinn_section(rs))
+        elif name in paper.SWEEPS:
+            sections.append(sweep_section(paper.SWEEPS[name], rs.runs, reference))
         else:
             layout = paper.LAYOUTS[name]
             sections.append(layout_section(layout, summary, reference))
@@ -257,7 +300,7 @@ def to_markdown(sections: list[Section]) -> str:
 
 _TEX = {"\\": r"\textbackslash{}", "&": r"\&", "%": r"\%", "$": r"\$", "#": r"\#", "_": r"\_", "{": r"\{",
         "}": r"\}", "~": r"\textasciitilde{}", "^": r"\textasciicircum{}", "±": r"$\pm$", "Δ": r"$\Delta$",
-        "–": "--", "−": "-", "×": r"$\times$", "↑": r"$\uparrow$", "↓": r"$\downarrow$"}
+        "–": "--", "−": "-", "×": r"$\times$", "↑": r"$\uparrow$", "↓": r"$\downarrow$", "→": r"$\rightarrow$"}
 
 
 def tex(text: str) -> str:
@@ -353,8 +396,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--table", choices=TABLES, metavar="NAME",
         help="summary (default), runs (one line per run, with time to target), paired (seed-paired deltas "
              "with bootstrap CIs), paper layouts cifar10, imagenet (Table 2), nmt (Table 3), lm (Table 4), "
-             "glue (Table 5), dlrm (text and Fig. 6), delayed (Table 8, cost); table2|table3|table4|table5|"
-             "fig6|table8 name them by number; all")
+             "glue (Table 5), dlrm (text and Fig. 6), delayed (Table 8, cost), pinn (PINN rel-L2); "
+             "table2|table3|table4|table5|"
+             "fig6|table8 name them by number; table6 (NMT lr scaling), table7 (NMT block size); all")
     parser.add_argument("--format", choices=FORMATS, default="md", help="output format (default md)")
     parser.add_argument("--out", metavar="FILE", help="write here instead of stdout")
     parser.add_argument("--plots", metavar="DIR", help="also write PNG and SVG plots into DIR")

@@ -37,6 +37,7 @@ from bench.records import RECORD_NAME, SCHEMA, environment, now, read_record, ru
 from bench.schedules import Schedule
 from bench.snapshots import average_snapshots, clear_snapshots, save_snapshot
 from bench.step import Diverged, autocast, train_step
+from bench.switch import OptimizerSwitch
 from tasks.base import DataError, Task
 
 # The cycle this warning is about is broken by the optimizer's `update_hessian`, which detaches p.grad.
@@ -194,6 +195,8 @@ class Runner:
                             task.metric.mode)
         state = TrainState()
         checkpoint, restarted = self.resume_point()
+        self.switch = OptimizerSwitch(cfg, task, self.dist.unwrap(model), steps_per_epoch, self.dist)
+        optimizer, schedule = self.switch.at(checkpoint["state"]["step"] if checkpoint else 0, optimizer, schedule)
         if checkpoint is not None:
             self.dist.unwrap(model).load_state_dict(checkpoint["model"])
             optimizer.load_state_dict(checkpoint["optimizer"])
@@ -282,6 +285,7 @@ class Runner:
                     state.items += result.n * self.dist.world_size
                     state.grad_evals += result.grad_evals
                     state.step += 1
+                    optimizer, schedule = self.switch.at(state.step, optimizer, schedule, running=True)
                     self.lock.step = state.step
                     elapsed = time.perf_counter() - start
                     bar.update(1, result.loss.item(), optimizer.param_groups[0]["lr"],
@@ -396,6 +400,7 @@ class Runner:
 
     def finish(self, record: dict[str, Any], task: Task, optimizer: torch.optim.Optimizer, state: TrainState,
                log: MetricsLog | None) -> None:
+        optimizer = self.switch.live(optimizer)
         detach = getattr(optimizer, "detach", None)
         if callable(detach):
             detach()
@@ -415,6 +420,7 @@ class Runner:
             "data_wait_frac": state.data_wait_s / state.wall_s if state.wall_s else None,
             "precond_time_frac": precond_s / state.wall_s if precond_s is not None and state.wall_s else None,
         }
+        self.switch.annotate(record, state.step)
         record["data"] = task.data_summary()
         if state.stopped_early is not None:
             record["stopped_early"] = state.stopped_early

@@ -43,6 +43,8 @@ def summarize(runs: pd.DataFrame, ttt: pd.DataFrame) -> pd.DataFrame:
             "std": finals.std(ddof=1),
             "s_per_step": done["s_per_step"].mean(),
             "hvp_count": done["hvp_count"].mean(),
+            "grad_evals": done["grad_evals"].mean(),
+            "state_bytes": done["state_bytes"].mean(),
             "n_diverged": int((g["status"] == "diverged").sum()),
             "n_failed": int((g["status"] == "failed").sum()),
             "n_running": int((g["status"] == "running").sum()),

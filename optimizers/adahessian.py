@@ -55,6 +55,27 @@ Usage (drop-in for Adam)::
 
 With gradient clipping, call ``opt.update_hessian()`` after ``backward`` and before clipping: it takes
 the estimate (when due) and detaches ``p.grad`` so that clipping acts on plain tensors.
+
+Adam compatibility (so that ``torch.optim.Adam(...)`` can be swapped for ``AdaHessian(...)`` with only the
+``backward`` change): every keyword of ``torch.optim.Adam`` is accepted.
+
+* ``maximize``: ascends; the gradient is negated and the Hessian estimate is that of ``−f`` (it only
+  matters with ``weight_decay_mode="l2"``, where ``wd`` is added before ``|·|``).
+* ``amsgrad``: AMSGrad on the Hessian moment: the denominator uses the running maximum of ``v``.
+* ``foreach``: ``None``/``True`` update each (device, dtype) bucket with ``torch._foreach_*`` ops,
+  ``False`` one tensor at a time (the same arithmetic).
+* ``decoupled_weight_decay``: Adam's switch between L2 (``False``) and AdamW decay (``True``); it sets
+  ``weight_decay_mode`` (giving both, in disagreement, is an error). Unset, the mode is the authors'
+  decoupled decay, so ``AdaHessian(params, weight_decay=wd)`` is the authors' optimizer; pass
+  ``decoupled_weight_decay=False`` for the L2 penalty Adam's ``weight_decay`` means.
+* ``capturable``, ``differentiable``, ``fused``: only their off values; ``True`` is refused with a
+  ``ValueError`` that says why (a step that runs a Hessian-vector product cannot be graph-captured, is
+  not itself differentiable, and has no fused kernel).
+
+Warm start from an Adam run (PINN users switch optimizers mid-training): :meth:`AdaHessian.load_adam_state`
+takes the first moment and step count from ``torch.optim.Adam.state_dict()``. Adam's second moment is a
+moment of squared gradients, not of ``D²``, so ``v`` starts at zero and its bias correction counts only the
+steps taken since the warm start.
 """
 
 from __future__ import annotations
@@ -81,6 +102,31 @@ def _check_int(name: str, value: object, minimum: int) -> None:
         raise ValueError(f"{name} must be an int >= {minimum}, got {value!r}")
 
 
+def _weight_decay_mode(mode: str | None, decoupled_weight_decay: bool | None) -> str:
+    """Resolve ``weight_decay_mode`` and Adam's ``decoupled_weight_decay`` into one mode."""
+    if decoupled_weight_decay is None:
+        return "decoupled" if mode is None else mode
+    implied = "decoupled" if decoupled_weight_decay else "l2"
+    if mode is not None and mode != implied:
+        raise ValueError(f"decoupled_weight_decay={decoupled_weight_decay} means weight_decay_mode={implied!r}, "
+                         f"but weight_decay_mode={mode!r} was given; pass only one of them")
+    return implied
+
+
+def _refuse_unsupported(capturable: bool, differentiable: bool, fused: bool | None) -> None:
+    """Adam keywords whose True value AdaHessian cannot honour: one clear line each."""
+    if capturable:
+        raise ValueError("capturable=True is not supported by AdaHessian: its step takes a Hessian-vector "
+                         "product (a backward pass), which CUDA-graph capture cannot hold; leave capturable=False")
+    if differentiable:
+        raise ValueError("differentiable=True is not supported by AdaHessian: its step is not differentiable "
+                         "(it differentiates through the gradient for its Hessian estimate); leave "
+                         "differentiable=False")
+    if fused:
+        raise ValueError("fused=True is not supported by AdaHessian: there is no fused AdaHessian kernel; leave "
+                         "fused unset (the foreach implementation is the default)")
+
+
 def _check_group_hparams(h: dict[str, Any]) -> None:
     """Validate the per-group hyperparameters (constructor defaults and every param group)."""
     lr, betas, eps = h["lr"], h["betas"], h["eps"]
@@ -105,7 +151,10 @@ class AdaHessian(Optimizer):
         params: parameters or param groups (groups may override lr, betas, eps, weight_decay,
             hessian_power, weight_decay_mode).
         lr, betas, eps, weight_decay, hessian_power: as in the update above; defaults are the authors'.
-        weight_decay_mode: ``"decoupled"`` (``p −= lr·wd·p``) or ``"l2"`` (penalty in gradient and ``D``).
+        weight_decay_mode: ``"decoupled"`` (``p −= lr·wd·p``, the default) or ``"l2"`` (penalty in gradient
+            and ``D``).
+        amsgrad, foreach, maximize, capturable, differentiable, fused, decoupled_weight_decay: Adam's
+            keywords; see "Adam compatibility" in the module docstring.
         update_each: refresh the Hessian estimate every this many steps (1 = every step).
         hessian_warmup_steps: refresh on every step while fewer than this many steps were taken.
         v_update: ``"every_step"`` (EMA of the stale ``D`` between refreshes) or ``"on_refresh"``.
@@ -135,7 +184,14 @@ class AdaHessian(Optimizer):
         weight_decay: float = 0.0,
         hessian_power: float = 1.0,
         *,
-        weight_decay_mode: WeightDecayMode = "decoupled",
+        amsgrad: bool = False,
+        foreach: bool | None = None,
+        maximize: bool = False,
+        capturable: bool = False,
+        differentiable: bool = False,
+        fused: bool | None = None,
+        decoupled_weight_decay: bool | None = None,
+        weight_decay_mode: WeightDecayMode | None = None,
         update_each: int = 1,
         hessian_warmup_steps: int = 0,
         v_update: VUpdate = "every_step",
@@ -152,8 +208,11 @@ class AdaHessian(Optimizer):
             "eps": eps,
             "weight_decay": weight_decay,
             "hessian_power": hessian_power,
-            "weight_decay_mode": weight_decay_mode,
+            "weight_decay_mode": _weight_decay_mode(weight_decay_mode, decoupled_weight_decay),
+            "amsgrad": amsgrad,
+            "maximize": maximize,
         }
+        _refuse_unsupported(capturable, differentiable, fused)
         _check_group_hparams(defaults)
         _check_int("update_each", update_each, 1)
         _check_int("hessian_warmup_steps", hessian_warmup_steps, 0)
@@ -171,6 +230,7 @@ class AdaHessian(Optimizer):
         self.update_each = update_each
         self.hessian_warmup_steps = hessian_warmup_steps
         self.v_update = v_update
+        self.foreach = foreach
         self.step_count = 0
         # Per-step flags: update_hessian() ran this step / it took a fresh estimate.
         self._hessian_taken = False
@@ -238,10 +298,13 @@ class AdaHessian(Optimizer):
                     est = self.estimator.raw_from_hvp(params, hvp)
             by_param = dict(zip(params, est, strict=True))
             for group in self.param_groups:
+                mine = [by_param[p] for p in group["params"] if p in by_param]
+                if not mine:
+                    continue
+                if group["maximize"]:  # the curvature of −f, which is what the step descends
+                    torch._foreach_neg_(mine)
                 if group["weight_decay_mode"] == "l2" and group["weight_decay"] != 0.0:
-                    mine = [by_param[p] for p in group["params"] if p in by_param]
-                    if mine:
-                        torch._foreach_add_(mine, group["weight_decay"])
+                    torch._foreach_add_(mine, group["weight_decay"])
             smooth_(est, spatial_average=self.estimator.spatial_average, block_size=self.estimator.block_size)
             for p, d in by_param.items():
                 state = self.state[p]
@@ -264,8 +327,8 @@ class AdaHessian(Optimizer):
                 loss = closure()
         self.update_hessian()
         for group in self.param_groups:
-            buckets: dict[tuple[torch.device, torch.dtype], dict[str, list[Any]]] = {}
-            for p in group["params"]:
+            buckets: dict[tuple[Any, ...], dict[str, list[Any]]] = {}
+            for i, p in enumerate(group["params"]):
                 if p.grad is None:
                     continue
                 state = self.state[p]
@@ -279,17 +342,23 @@ class AdaHessian(Optimizer):
                     state["step"] = 0
                     state["exp_avg"] = torch.zeros_like(p, memory_format=torch.preserve_format)
                     state["exp_hessian_diag_sq"] = torch.zeros_like(p, memory_format=torch.preserve_format)
+                if group["amsgrad"] and "max_exp_hessian_diag_sq" not in state:
+                    state["max_exp_hessian_diag_sq"] = torch.zeros_like(p, memory_format=torch.preserve_format)
                 state["step"] += 1
-                b = buckets.setdefault(
-                    (p.device, p.dtype), {"p": [], "g": [], "m": [], "v": [], "d": [], "t1": [], "t2": []}
-                )
+                key = (p.device, p.dtype) if self.foreach is not False else (i,)  # foreach=False: one tensor each
+                b = buckets.setdefault(key, {"p": [], "g": [], "m": [], "v": [], "vmax": [], "d": [], "t1": [],
+                                             "t2": []})
                 b["p"].append(p)
                 b["g"].append(p.grad)
                 b["m"].append(state["exp_avg"])
                 b["v"].append(state["exp_hessian_diag_sq"])
+                if group["amsgrad"]:
+                    b["vmax"].append(state["max_exp_hessian_diag_sq"])
                 b["d"].append(state["hessian_diag"])
                 b["t1"].append(state["step"])
-                b["t2"].append(state["step"] if self.v_update == "every_step" else state["hessian_step"])
+                # v's own update count: after an Adam warm start v began at zero at step `v_offset`.
+                v_steps = state["step"] - state.get("v_offset", 0)
+                b["t2"].append(v_steps if self.v_update == "every_step" else state["hessian_step"])
             for b in buckets.values():
                 self._update(group, b, update_v=self.v_update == "every_step" or self._refreshed)
         self.step_count += 1
@@ -303,12 +372,17 @@ class AdaHessian(Optimizer):
         lr, eps, wd, k = group["lr"], group["eps"], group["weight_decay"], group["hessian_power"]
         beta1, beta2 = group["betas"]
         params, grads, ms, vs = b["p"], b["g"], b["m"], b["v"]
+        if group["maximize"]:
+            grads = torch._foreach_neg(grads)
         if group["weight_decay_mode"] == "l2" and wd != 0.0:
             grads = torch._foreach_add(grads, params, alpha=wd)
         torch._foreach_lerp_(ms, grads, 1.0 - beta1)
         if update_v:
             torch._foreach_mul_(vs, beta2)
             torch._foreach_addcmul_(vs, b["d"], b["d"], value=1.0 - beta2)
+        if group["amsgrad"]:
+            torch._foreach_maximum_(b["vmax"], vs)
+            vs = b["vmax"]
         denom = torch._foreach_sqrt(vs)
         torch._foreach_div_(denom, [math.sqrt(1.0 - beta2**t) for t in b["t2"]])
         if k != 1.0:
@@ -324,6 +398,38 @@ class AdaHessian(Optimizer):
         sd["adahessian"] = {"step_count": self.step_count, "estimator": self.estimator.state_dict()}
         return sd
 
+    def load_adam_state(self, adam_state: dict[str, Any]) -> None:
+        """Warm start from ``torch.optim.Adam(...).state_dict()`` over the same parameters in the same order:
+        take Adam's first moment and step count; ``v`` (a moment of ``D²``, not of ``g²``) starts at zero
+        with its own bias correction. ``step_count`` continues from Adam's, so ``needs_hessian`` keeps the
+        run's global step numbering.
+        """
+        if not isinstance(adam_state, dict) or not {"state", "param_groups"} <= set(adam_state):
+            raise ValueError("load_adam_state: expected torch.optim.Adam(...).state_dict(), a dict with "
+                             "'state' and 'param_groups'")
+        mine = [p for g in self.param_groups for p in g["params"]]
+        theirs = [i for g in adam_state["param_groups"] for i in g["params"]]
+        if len(mine) != len(theirs):
+            raise ValueError(f"load_adam_state: the Adam state covers {len(theirs)} parameters, this optimizer "
+                             f"has {len(mine)}; build both over the same parameters")
+        steps = [0]
+        for p, index in zip(mine, theirs, strict=True):
+            adam = adam_state["state"].get(index)
+            if not adam:
+                continue
+            if adam["exp_avg"].shape != p.shape:
+                raise ValueError(f"load_adam_state: Adam's exp_avg for parameter {index} has shape "
+                                 f"{tuple(adam['exp_avg'].shape)}, the parameter {tuple(p.shape)}")
+            step = int(adam["step"])
+            state = self.state[p]
+            state["step"] = step
+            state["v_offset"] = step
+            state["exp_avg"] = adam["exp_avg"].to(device=p.device, dtype=p.dtype, copy=True)
+            state["exp_hessian_diag_sq"] = torch.zeros_like(p, memory_format=torch.preserve_format)
+            state.pop("max_exp_hessian_diag_sq", None)
+            steps.append(step)
+        self.step_count = max(steps)
+
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
         """Inverse of :meth:`state_dict`; a resumed run continues bitwise like the uninterrupted one."""
         sd = dict(state_dict)
@@ -331,6 +437,9 @@ class AdaHessian(Optimizer):
         if extra is None:
             raise ValueError("not an AdaHessian state_dict: it has no 'adahessian' entry")
         super().load_state_dict(sd)
+        for group in self.param_groups:  # checkpoints from before the Adam keywords
+            group.setdefault("amsgrad", False)
+            group.setdefault("maximize", False)
         self.step_count = int(extra["step_count"])
         self.estimator.load_state_dict(extra["estimator"])
         self._hessian_taken = False

@@ -202,3 +202,38 @@ def test_cuda_probes_and_state() -> None:
     b.load_state_dict(saved)
     assert all(torch.equal(u, v) for u, v in zip(b.probes(params), nxt, strict=True))
     assert math.isclose(float(z[0].abs().mean()), 1.0)
+
+
+def test_non_diagonal_hessian_one_probe_is_z_times_hz_and_not_constant_probes() -> None:
+    """On a dense Hessian, constant probes (z = -1 everywhere, pytorch-optimizer <= 3.10.1) would return the row
+    sums H·1 every time; ours returns z ⊙ Hz for the drawn z, and its mean approaches diag(H), not H·1."""
+    h = _dense_spd(8, seed=2)
+    x, grad = _quadratic_grads(h)
+    est = HutchinsonEstimator(n_samples=1, seed=5)
+    (z,) = HutchinsonEstimator(seed=5).probes([x])
+    (one,) = est.raw([x], [grad])
+    torch.testing.assert_close(one, z * (h @ z), rtol=1e-12, atol=1e-12)
+    x, grad = _quadratic_grads(h)
+    (mean,) = HutchinsonEstimator(n_samples=2000, seed=6).raw([x], [grad])
+    diag, row_sums = torch.diagonal(h), h.sum(dim=1)
+    assert (mean - diag).abs().max() < 0.25 * (row_sums - diag).abs().max()
+
+
+def test_installed_peer_estimator_is_unbiased_on_a_non_diagonal_hessian() -> None:
+    """The peer caveat of `bench perf` depends on this: pytorch-optimizer after 3.10.1 draws real probes."""
+    pytorch_optimizer = pytest.importorskip("pytorch_optimizer")
+    from bench.perf import peer_caveat
+
+    h = _dense_spd(8, seed=2)
+    x = torch.randn(8, dtype=h.dtype, requires_grad=True)
+    opt = pytorch_optimizer.AdaHessian([x])
+    (x.grad,) = torch.autograd.grad(0.5 * x @ h @ x, x, create_graph=True)
+    torch.manual_seed(0)
+    opt.zero_hessian(opt.param_groups, opt.state)
+    opt.compute_hutchinson_hessian(opt.param_groups, opt.state, num_samples=2000, distribution="rademacher")
+    mean = opt.state[x]["hessian"]  # already divided by num_samples
+    diag, row_sums = torch.diagonal(h), h.sum(dim=1)
+    constant_probes = bool((mean - row_sums).abs().max() < 1e-9)
+    assert constant_probes == ("which is always -1" in peer_caveat())
+    if not constant_probes:
+        assert (mean - diag).abs().max() < 0.25 * (row_sums - diag).abs().max()

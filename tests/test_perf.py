@@ -7,6 +7,7 @@ import json
 import pytest
 
 from bench.cli import main
+from bench.perf import peer_caveat
 
 
 def test_step_time_reports_ratios_and_the_hvp_limit(capsys: pytest.CaptureFixture) -> None:
@@ -21,7 +22,13 @@ def test_step_time_reports_ratios_and_the_hvp_limit(capsys: pytest.CaptureFixtur
     assert set(result["ratios_vs_sgd"]) >= {"adam", "adahessian@1", "adahessian@5"}
     assert result["hvp_limit_vs_adam"] > 0 and result["data"] == "bundled"
     assert set(result["targets"]) == {"adahessian@1_vs_hvp_limit", "adahessian@5_vs_adam"}
-    assert "always -1" in result["peer_caveat"]
+    assert result["peer_caveat"] == peer_caveat()
+
+
+@pytest.mark.parametrize(("version", "constant_probes"), [("3.10.1", True), ("3.10.2", False), ("4.1.0", False)])
+def test_peer_caveat_depends_on_the_installed_version(version: str, constant_probes: bool) -> None:
+    assert ("which is always -1" in peer_caveat(version)) == constant_probes
+    assert version in peer_caveat(version)
 
 
 def test_missing_cifar_data_falls_back_to_random_tensors(capsys: pytest.CaptureFixture, tmp_path) -> None:

@@ -1,0 +1,1 @@
+"""Word-level language modelling: corpora, contiguous-stream batching, a decoder-only transformer, the task."""

@@ -1,0 +1,1 @@
+"""Physics-informed neural networks: PDE problems with trustworthy references, trained full batch."""

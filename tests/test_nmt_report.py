@@ -1,0 +1,42 @@
+"""`bench report --table table6|table7`: the NMT sweeps laid out by swept value, diverged runs counted apart."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from bench import report
+from bench.recordset import load
+from tests.record_factory import make_record
+
+
+def write(root: Path, optimizer: str, seed: int, bleu: float | None, *, lr_scale: float | None = None,
+          block_size: int | None = None) -> None:
+    rec = make_record(task="iwslt14_transformer", optimizer=optimizer, seed=seed, study="nmt", metric="bleu",
+                      curve=[bleu or 1.0], status="completed" if bleu is not None else "diverged")
+    if lr_scale is not None:
+        rec["config"]["lr_scale"] = lr_scale
+    if block_size is not None:
+        rec["config"]["optimizer"]["block_size"] = block_size
+    rec["run_id"] = f"{optimizer}-{seed}-{lr_scale}-{block_size}"
+    path = root / "nmt" / rec["run_id"] / "record.json"
+    path.parent.mkdir(parents=True)
+    path.write_text(json.dumps(rec))
+
+
+def test_table6_and_table7_group_runs_by_the_swept_value(tmp_path: Path) -> None:
+    write(tmp_path, "adamw", 0, 34.0, lr_scale=1.0)
+    write(tmp_path, "adamw", 1, 36.0, lr_scale=1.0)
+    write(tmp_path, "adamw", 0, None, lr_scale=10.0)
+    write(tmp_path, "adahessian", 0, 33.5, lr_scale=10.0, block_size=32)
+    write(tmp_path, "adahessian", 1, 35.0, block_size=4)
+    rs = load(tmp_path)
+    (table6,) = report.build(rs, "table6")
+    assert table6.columns == ["optimizer", "lr_scale=0.5", "lr_scale=1", "lr_scale=2", "lr_scale=5", "lr_scale=10"]
+    rows = {row[0]: row[1:] for row in table6.rows}
+    assert rows["adamw"][1] == "35.00 ± 1.41 (n=2)" and rows["adamw"][4] == "– [1 diverged]"
+    assert rows["adahessian"][4] == "33.50 (n=1)" and rows["adahessian"][1] == "35.00 (n=1)"
+    (table7,) = report.build(rs, "table7")
+    cells = dict(zip(table7.columns[1:], table7.rows[0][1:], strict=True))
+    assert table7.rows[0][0] == "adahessian" and cells["block_size=4"] == "35.00 (n=1)"
+    assert cells["block_size=32"] == "33.50 (n=1)" and cells["block_size=1"] == "–"
