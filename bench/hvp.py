@@ -22,6 +22,7 @@ The extra forward pass on the curvature batch must leave training exactly as it 
 from __future__ import annotations
 
 import contextlib
+import inspect
 from collections.abc import Iterator, Sequence
 from typing import Any
 
@@ -64,6 +65,19 @@ def check_fraction(fraction: float) -> float:
 def uses_harness_hvp(fraction: float, mode: str) -> bool:
     """Whether the refresh step takes `Hz` here rather than through the full batch's create_graph backward."""
     return check_fraction(fraction) < 1.0 or resolve_mode(mode) == "forward_over_reverse"
+
+
+def takes_harness_hvp(optimizer: object, fraction: float, mode: str) -> bool:
+    """Whether this refresh step's `Hz` comes from here. Only optimizers whose `update_hessian` accepts `hvp`
+    can take it; asking another for a sub-batch or forward-over-reverse is a usage error, not a silent no-op."""
+    if not uses_harness_hvp(fraction, mode):
+        return False
+    update = getattr(optimizer, "update_hessian", None)
+    if update is None or "hvp" not in inspect.signature(update).parameters:
+        raise UsageError(f"trainer.hessian_batch_fraction={fraction} trainer.hvp_mode={mode}: "
+                         f"{type(optimizer).__name__} takes its Hessian-vector products itself (its update_hessian "
+                         "has no hvp argument); use trainer.hessian_batch_fraction=1 trainer.hvp_mode=auto")
+    return True
 
 
 @contextlib.contextmanager

@@ -10,7 +10,7 @@ import torch
 from torch.nn.attention import SDPBackend, sdpa_kernel
 
 from bench.distributed import Distributed
-from bench.hvp import CurvatureBatch, uses_harness_hvp
+from bench.hvp import CurvatureBatch, takes_harness_hvp
 from bench.optim_factory import needs_closure
 from tasks.base import Task
 
@@ -68,8 +68,7 @@ def train_step(task: Task, model: torch.nn.Module, optimizer: torch.optim.Optimi
     dist = dist or Distributed.single()
     if needs_closure(optimizer):
         return closure_step(task, model, optimizer, batch, hessian=hessian, device=device, amp=amp, dist=dist)
-    harness_hvp = hessian and hasattr(optimizer, "update_hessian") and uses_harness_hvp(hessian_batch_fraction,
-                                                                                        hvp_mode)
+    harness_hvp = hessian and takes_harness_hvp(optimizer, hessian_batch_fraction, hvp_mode)
     graph = hessian and not harness_hvp
     loss, n = forward_loss(task, model, batch, device, amp, graph)
     check_finite(loss, dist, device)

@@ -116,3 +116,8 @@ def test_preempted_sub_batch_run_resumes_to_the_uninterrupted_record(tmp_path: P
     assert comparable(resumed) == comparable(reference)
     full = run(tmp_path / "full", *OVERRIDES, "trainer.hessian_batch_fraction=1.0")
     assert comparable(full)["history"] != comparable(reference)["history"]  # the fraction took effect
+
+
+def test_an_optimizer_without_the_hvp_entry_point_is_refused(tmp_path: Path) -> None:
+    with pytest.raises(UsageError, match=r"SophiaH takes its Hessian-vector products itself"):
+        run(tmp_path, "optimizer=sophiah", "trainer.hessian_batch_fraction=0.5", "trainer.epochs=1")
