@@ -31,9 +31,11 @@ class RecordSet:
     unreadable: list[str] = field(default_factory=list)  # one line per record that could not be read
 
 
-def label_of(optimizer: str, update_each: int) -> str:
-    """The optimizer as reports name it: `adahessian@2` when the Hessian is refreshed every 2 steps."""
-    return f"{optimizer}@{update_each}" if update_each > 1 else optimizer
+def label_of(optimizer: str, update_each: int, fraction: float = 1.0) -> str:
+    """The optimizer as reports name it: `adahessian@2` when the Hessian is refreshed every 2 steps,
+    `adahessian@2/f0.25` when it is estimated from a quarter of the batch (as `bench perf` names them)."""
+    every = f"@{update_each}" if update_each > 1 or fraction < 1 else ""
+    return f"{optimizer}{every}" + (f"/f{fraction:g}" if fraction < 1 else "")
 
 
 def _number(value: Any) -> float:
@@ -46,6 +48,10 @@ def _run_row(rec: dict[str, Any], path: Path) -> dict[str, Any]:
     switch_to = (config.get("trainer") or {}).get("switch_to")
     switched = f"→{switch_to}" if switch_to else ""  # adam→lbfgs: trainer.switch_to took over mid-run
     update_each = int(opt_cfg.get("update_each") or 1)
+    # Only Hessian optimizers (those with update_each) estimate curvature; for the others the fraction is moot.
+    fraction = _number((config.get("trainer") or {}).get("hessian_batch_fraction")) if "update_each" in opt_cfg \
+        else 1.0
+    fraction = 1.0 if math.isnan(fraction) else fraction
     metric, cost = rec.get("metric") or {}, rec.get("cost") or {}
     return {
         "study": rec.get("study", path.parent.parent.name),
@@ -53,7 +59,8 @@ def _run_row(rec: dict[str, Any], path: Path) -> dict[str, Any]:
         "task": rec["task"],
         "optimizer": rec["optimizer"],
         "update_each": update_each,
-        "label": label_of(rec["optimizer"], update_each) + switched,
+        "hessian_batch_fraction": fraction,
+        "label": label_of(rec["optimizer"], update_each, fraction) + switched,
         "seed": int(rec["seed"]),
         "status": rec["status"],
         "error": rec.get("error") or "",

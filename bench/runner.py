@@ -27,6 +27,7 @@ from bench.config import check_config
 from bench.distributed import Distributed
 from bench.early_stop import early_stop
 from bench.errors import UsageError
+from bench.hvp import resolve_mode, uses_harness_hvp
 from bench.loggers import MetricsLog
 from bench.optim_factory import build_optimizer, needs_hessian, state_bytes
 from bench.ownership import RunBusy, RunLock
@@ -252,6 +253,7 @@ class Runner:
               state: TrainState, steps_per_epoch: int, record: dict[str, Any], log: MetricsLog | None,
               guard: PreemptionGuard) -> None:
         cfg = self.cfg.trainer
+        uses_harness_hvp(cfg.hessian_batch_fraction, cfg.hvp_mode)  # a bad value stops here, before any step
         scaler = torch.amp.GradScaler("cuda") if cfg.amp == "fp16" else None
         total = cfg.epochs * steps_per_epoch
         model.train()
@@ -272,7 +274,9 @@ class Runner:
                     try:
                         result = train_step(task, model, optimizer, batch, device=self.device, amp=cfg.amp,
                                             hessian=needs_hessian(optimizer, state.step), scaler=scaler,
-                                            grad_clip=cfg.grad_clip, dist=self.dist)
+                                            grad_clip=cfg.grad_clip, dist=self.dist,
+                                            hessian_batch_fraction=cfg.hessian_batch_fraction,
+                                            hvp_mode=cfg.hvp_mode)
                     except Diverged as exc:
                         raise Diverged(f"{exc} at step {state.step}") from None
                     schedule.after_step()
@@ -407,6 +411,7 @@ class Runner:
             "wall_s": round(state.wall_s, 4),
             "s_per_step": state.wall_s / state.step if state.step else None,
             "hvp_count": int(getattr(optimizer, "hvp_count", 0)),
+            "hvp_mode": resolve_mode(self.cfg.trainer.hvp_mode) if hasattr(optimizer, "needs_hessian") else None,
             "grad_evals": state.grad_evals,
             "peak_mem_bytes": peak_memory_bytes(self.device),
             "optimizer_state_bytes": state_bytes(optimizer),

@@ -35,6 +35,7 @@ def summarize(runs: pd.DataFrame, ttt: pd.DataFrame) -> pd.DataFrame:
             "label": label,
             "optimizer": g["optimizer"].iloc[0],
             "update_each": g["update_each"].iloc[0],
+            "hessian_batch_fraction": g["hessian_batch_fraction"].iloc[0],
             "metric": g["metric"].iloc[0],
             "mode": g["mode"].iloc[0],
             "n_done": len(done),

@@ -10,6 +10,7 @@ import torch
 from torch.nn.attention import SDPBackend, sdpa_kernel
 
 from bench.distributed import Distributed
+from bench.hvp import CurvatureBatch, takes_harness_hvp
 from bench.optim_factory import needs_closure
 from tasks.base import Task
 
@@ -55,23 +56,32 @@ def check_finite(loss: torch.Tensor, dist: Distributed, device: torch.device) ->
 
 def train_step(task: Task, model: torch.nn.Module, optimizer: torch.optim.Optimizer, batch: Any, *, hessian: bool,
                device: torch.device, amp: str = "none", scaler: torch.amp.GradScaler | None = None,
-               grad_clip: float = 0.0, dist: Distributed | None = None) -> StepResult:
+               grad_clip: float = 0.0, dist: Distributed | None = None, hessian_batch_fraction: float = 1.0,
+               hvp_mode: str = "auto") -> StepResult:
     """Forward, backward (keeping the graph only when `hessian`), Hessian estimate, clip, update.
 
     The estimate is taken before clipping so that clipping never rescales the double-backward graph.
     Optimizers that need a closure (L-BFGS, OASIS) get one that recomputes the loss on the same batch.
+    With a curvature sub-batch or forward-over-reverse (bench/hvp.py), a refresh step's backward is a plain
+    one and the harness hands `Hz` to `update_hessian(hvp=...)`.
     """
     dist = dist or Distributed.single()
     if needs_closure(optimizer):
         return closure_step(task, model, optimizer, batch, hessian=hessian, device=device, amp=amp, dist=dist)
-    loss, n = forward_loss(task, model, batch, device, amp, hessian)
+    harness_hvp = hessian and takes_harness_hvp(optimizer, hessian_batch_fraction, hvp_mode)
+    graph = hessian and not harness_hvp
+    loss, n = forward_loss(task, model, batch, device, amp, graph)
     check_finite(loss, dist, device)
     if scaler is not None:
         scaler.scale(loss).backward()
         scaler.unscale_(optimizer)
     else:
-        loss.backward(create_graph=hessian)
-    if hessian and hasattr(optimizer, "update_hessian"):
+        loss.backward(create_graph=graph)
+    if harness_hvp:
+        sub = task.sub_batch(batch, hessian_batch_fraction) if hessian_batch_fraction < 1 else batch
+        optimizer.update_hessian(hvp=CurvatureBatch(task, dist.unwrap(model), sub, mode=hvp_mode, device=device,
+                                                    autocast=autocast(device, amp)))
+    elif hessian and hasattr(optimizer, "update_hessian"):
         optimizer.update_hessian()
     dist.after_backward(model)
     if grad_clip > 0:

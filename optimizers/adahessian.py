@@ -88,7 +88,7 @@ import torch
 from torch import Tensor
 from torch.optim import Optimizer
 
-from optimizers.hutchinson import HutchinsonEstimator, Probe, ReduceFn, smooth_
+from optimizers.hutchinson import HutchinsonEstimator, HvpFn, Probe, ReduceFn, smooth_
 
 WeightDecayMode = Literal["decoupled", "l2"]
 VUpdate = Literal["every_step", "on_refresh"]
@@ -270,13 +270,17 @@ class AdaHessian(Optimizer):
         return params
 
     @torch.no_grad()
-    def update_hessian(self) -> bool:
+    def update_hessian(self, hvp: HvpFn | None = None) -> bool:
         """Take the Hutchinson estimate if this step is due one, then detach every ``p.grad``.
 
         Call it after ``backward`` and before anything that modifies ``p.grad`` (gradient clipping,
         unscaling); :meth:`step` calls it itself otherwise. It takes at most one estimate per step.
         Detaching (``p.grad = p.grad.detach()``) frees the double-backward graph and breaks the
         parameter↔gradient reference cycle that ``create_graph=True`` creates.
+
+        ``hvp`` (optional): takes the Hessian-vector products itself, ``hvp(params, probes, more) -> Hz``
+        (:meth:`HutchinsonEstimator.raw_from_hvp`), e.g. forward-over-reverse or on a sub-batch; ``p.grad``
+        then needs no graph. The probes, l2 term, smoothing and state are as without it.
 
         Returns:
             True if a fresh estimate was taken by this call.
@@ -287,7 +291,11 @@ class AdaHessian(Optimizer):
         params = self._params_with_grad()
         refreshed = False
         if params and not self._hessian_taken and self.needs_hessian(self.step_count):
-            est = self.estimator.raw(params, [p.grad for p in params])
+            if hvp is None:
+                est = self.estimator.raw(params, [p.grad for p in params])
+            else:
+                with torch.enable_grad():
+                    est = self.estimator.raw_from_hvp(params, hvp)
             by_param = dict(zip(params, est, strict=True))
             for group in self.param_groups:
                 mine = [by_param[p] for p in group["params"] if p in by_param]

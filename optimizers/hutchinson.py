@@ -32,6 +32,8 @@ from torch import Tensor
 
 Probe = Literal["rademacher", "gaussian"]
 ReduceFn = Callable[[list[Tensor]], None]
+# (params, probes, more probes follow) -> Hz per parameter
+HvpFn = Callable[[list[Tensor], list[Tensor], bool], Sequence[Tensor]]
 
 PROBES: tuple[str, ...] = ("rademacher", "gaussian")
 
@@ -171,17 +173,23 @@ class HutchinsonEstimator:
         if not with_graph:
             raise RuntimeError(NO_GRAPH_MESSAGE)
         outputs = [grads[i] for i in with_graph]
+
+        def double_backward(ps: list[Tensor], zs: list[Tensor], more: bool) -> Sequence[Tensor]:
+            return torch.autograd.grad(outputs, ps, grad_outputs=[zs[i] for i in with_graph], retain_graph=more,
+                                       allow_unused=True, materialize_grads=True)
+
+        return self.raw_from_hvp(params, double_backward)
+
+    def raw_from_hvp(self, params: Sequence[Tensor], hvp: HvpFn) -> list[Tensor]:
+        """:meth:`raw` with the Hessian-vector products taken by ``hvp(params, probes, more)``, which returns
+        ``Hz`` per parameter (``more``: further probes follow, so keep what they need). This lets a caller
+        that owns the model and the loss take ``Hz`` its own way (forward-over-reverse, a sub-batch) with
+        this estimator's probes, sample count, ``reduce`` hook and HVP count."""
+        params = list(params)
         est: list[Tensor] = []
         for s in range(self.n_samples):
             zs = self.probes(params)
-            hzs = torch.autograd.grad(
-                outputs,
-                params,
-                grad_outputs=[zs[i] for i in with_graph],
-                retain_graph=s + 1 < self.n_samples,
-                allow_unused=True,
-                materialize_grads=True,
-            )
+            hzs = list(hvp(params, zs, s + 1 < self.n_samples))
             # Out of place first: autograd may hand back a probe itself (identity/view backward).
             if s == 0:
                 est = torch._foreach_mul(hzs, zs)

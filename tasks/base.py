@@ -76,6 +76,19 @@ class Task(ABC):
     def close(self) -> None:  # noqa: B027 - optional hook; most tasks hold nothing to release
         """Release what the data pipeline holds (worker processes, memory maps)."""
 
+    def sub_batch(self, batch: Batch, fraction: float) -> Batch:
+        """The first `fraction` of `batch` (at least one item), for a Hessian estimate from a sub-batch
+        (`trainer.hessian_batch_fraction`). The default slices a tensor, or each tensor of a tuple/list, along
+        dim 0; tasks whose batches are not that (token buckets, dicts, packed sequences) override it."""
+        def head(t: Any) -> Any:
+            if isinstance(t, torch.Tensor):
+                return t[:max(1, int(t.shape[0] * fraction))]
+            if isinstance(t, tuple | list):
+                return type(t)(head(x) for x in t)
+            raise TypeError(f"{type(self).__name__}.sub_batch: cannot slice a {type(t).__name__}; override "
+                            "Task.sub_batch for this task's batches")
+        return head(batch)
+
     def param_groups(self, model: nn.Module) -> list[dict[str, Any]]:
         return [{"params": [p for p in model.parameters() if p.requires_grad]}]
 
