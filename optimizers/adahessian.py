@@ -88,7 +88,7 @@ import torch
 from torch import Tensor
 from torch.optim import Optimizer
 
-from optimizers.hutchinson import HutchinsonEstimator, HvpFn, Probe, ReduceFn, smooth_
+from optimizers.hutchinson import EstimatorHooks, HutchinsonEstimator, HvpFn, Probe, ReduceFn, smooth_
 
 WeightDecayMode = Literal["decoupled", "l2"]
 VUpdate = Literal["every_step", "on_refresh"]
@@ -144,7 +144,7 @@ def _check_group_hparams(h: dict[str, Any]) -> None:
         raise ValueError(f"weight_decay_mode must be one of {WEIGHT_DECAY_MODES}, got {h['weight_decay_mode']!r}")
 
 
-class AdaHessian(Optimizer):
+class AdaHessian(EstimatorHooks, Optimizer):
     """AdaHessian; see the module docstring for the update, weight decay and delayed-update semantics.
 
     Args:
@@ -240,22 +240,6 @@ class AdaHessian(Optimizer):
         """Validate a group's (possibly overridden) hyperparameters, then add it."""
         _check_group_hparams({**self.defaults, **param_group})
         super().add_param_group(param_group)
-
-    @property
-    def hvp_count(self) -> int:
-        """Hessian-vector products computed so far (n_samples per refresh), for the cost record."""
-        return self.estimator.hvp_count
-
-    @property
-    def hessian_reduce(self) -> ReduceFn | None:
-        """In-place hook on the raw estimate (e.g. all-reduce mean across ranks); None = no-op."""
-        return self.estimator.reduce
-
-    @hessian_reduce.setter
-    def hessian_reduce(self, fn: ReduceFn | None) -> None:
-        if fn is not None and not callable(fn):
-            raise ValueError(f"hessian_reduce must be a callable taking a list of tensors, got {fn!r}")
-        self.estimator.reduce = fn
 
     def needs_hessian(self, step: int) -> bool:
         """Whether the step with 0-based index ``step`` refreshes the Hessian estimate (and so needs

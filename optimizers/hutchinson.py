@@ -220,3 +220,26 @@ class HutchinsonEstimator:
         self.hvp_count = int(state["hvp_count"])
         self._generators = {}
         self._pending_states = {k: v.detach().cpu().clone() for k, v in state["generator_states"].items()}
+
+
+class EstimatorHooks:
+    """The runner-facing hooks of an optimizer that owns a :class:`HutchinsonEstimator` as ``self.estimator``:
+    its HVP count (the record's ``cost.hvp_count``) and its distributed reduction (``hessian_reduce``)."""
+
+    estimator: HutchinsonEstimator
+
+    @property
+    def hvp_count(self) -> int:
+        """Hessian-vector products computed so far (n_samples per refresh), for the cost record."""
+        return self.estimator.hvp_count
+
+    @property
+    def hessian_reduce(self) -> ReduceFn | None:
+        """In-place hook on the raw estimate (e.g. all-reduce mean across ranks); None = no-op."""
+        return self.estimator.reduce
+
+    @hessian_reduce.setter
+    def hessian_reduce(self, fn: ReduceFn | None) -> None:
+        if fn is not None and not callable(fn):
+            raise ValueError(f"hessian_reduce must be a callable taking a list of tensors, got {fn!r}")
+        self.estimator.reduce = fn

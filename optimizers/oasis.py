@@ -30,13 +30,13 @@ import torch
 from torch import Tensor
 from torch.optim import Optimizer
 
-from optimizers.hutchinson import HutchinsonEstimator, Probe, ReduceFn
+from optimizers.hutchinson import EstimatorHooks, HutchinsonEstimator, Probe, ReduceFn
 
 LrMode = Literal["adaptive", "fixed"]
 LR_MODES: tuple[str, ...] = ("adaptive", "fixed")
 
 
-class OASIS(Optimizer):
+class OASIS(EstimatorHooks, Optimizer):
     """OASIS, Algorithm 1; see the module docstring.
 
     Args:
@@ -79,18 +79,6 @@ class OASIS(Optimizer):
     @property
     def needs_closure(self) -> bool:
         return self.lr_mode == "adaptive"
-
-    @property
-    def hvp_count(self) -> int:
-        return self.estimator.hvp_count
-
-    @property
-    def hessian_reduce(self) -> ReduceFn | None:
-        return self.estimator.reduce
-
-    @hessian_reduce.setter
-    def hessian_reduce(self, fn: ReduceFn | None) -> None:
-        self.estimator.reduce = fn
 
     def needs_hessian(self, step: int) -> bool:
         return True

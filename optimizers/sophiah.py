@@ -26,10 +26,10 @@ import pytorch_optimizer
 import torch
 from torch import Tensor
 
-from optimizers.hutchinson import HutchinsonEstimator, Probe, ReduceFn
+from optimizers.hutchinson import EstimatorHooks, HutchinsonEstimator, Probe, ReduceFn
 
 
-class SophiaH(pytorch_optimizer.SophiaH):
+class SophiaH(EstimatorHooks, pytorch_optimizer.SophiaH):
     """SophiaH with the paper's parameterisation; see the module docstring.
 
     Args:
@@ -66,18 +66,6 @@ class SophiaH(pytorch_optimizer.SophiaH):
         self.step_count = 0
         self._hessian: list[Tensor] | None = None
         self._hessian_taken = False
-
-    @property
-    def hvp_count(self) -> int:
-        return self.estimator.hvp_count
-
-    @property
-    def hessian_reduce(self) -> ReduceFn | None:
-        return self.estimator.reduce
-
-    @hessian_reduce.setter
-    def hessian_reduce(self, fn: ReduceFn | None) -> None:
-        self.estimator.reduce = fn
 
     def needs_hessian(self, step: int) -> bool:
         """Refresh on 0-based ``step mod k = 0``: the library's ``(step − 1) mod k = 0`` for its 1-based step."""
