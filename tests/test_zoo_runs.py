@@ -47,7 +47,7 @@ def test_digits_sweep_of_the_zoo_completes_learns_and_reports_costs(tmp_path: Pa
     assert labels == {*ZOO} - {"sophiah"} | {"sophiah@10"}  # refresh interval in the label, as AdaHessian@K
 
 
-@pytest.mark.parametrize("optimizer", ["kfac", "oasis", "shampoo"])  # hooks, closure + probes, library objects
+@pytest.mark.parametrize("optimizer", ["kfac", "oasis", "shampoo", "lbfgs"])  # hooks, closure + probes, library
 def test_interrupted_zoo_run_resumes_to_the_uninterrupted_record(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
                                                                   optimizer: str) -> None:
     overrides = ("task=digits", f"optimizer={optimizer}", *SHORT)
