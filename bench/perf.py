@@ -180,6 +180,12 @@ def peer_variant(every: int, task: Task, device: torch.device, amp: str) -> Vari
     return Variant(f"peer:pytorch_optimizer@{every}", every, run_cycle)
 
 
+def fixed_probes(params: list[torch.Tensor], device: torch.device) -> list[torch.Tensor]:
+    """One Rademacher probe per parameter from a fixed seed: the HVP limits time the product, not the draw."""
+    generator = torch.Generator(device=device).manual_seed(0)
+    return [torch.randint(0, 2, p.shape, generator=generator, device=device).to(p.dtype) * 2 - 1 for p in params]
+
+
 def hvp_limit_variant(task: Task, device: torch.device, amp: str, routes: DictConfig | None = None) -> Variant:
     """Forward, backward(create_graph=True), one HVP with a fixed Rademacher probe, then Adam's update. Routed
     parameters (bench/routing.py) get their gradient and their own optimizer's step, but no HVP, as in training."""
@@ -191,8 +197,7 @@ def hvp_limit_variant(task: Task, device: torch.device, amp: str, routes: DictCo
     curved_groups = {id(group) for group in curved.param_groups}
     others = [p for group in adam.param_groups if id(group) not in curved_groups for p in group["params"]
               if p.requires_grad]
-    generator = torch.Generator(device=device).manual_seed(0)
-    probes = [torch.randint(0, 2, p.shape, generator=generator, device=device).to(p.dtype) * 2 - 1 for p in params]
+    probes = fixed_probes(params, device)
 
     def run_cycle(batches: list[Any]) -> int:
         items = 0
@@ -217,8 +222,7 @@ def hvp_limit_fwd_variant(task: Task, device: torch.device, amp: str) -> Variant
     model = fresh_model(task, device)
     adam = torch.optim.Adam(model.parameters(), lr=1e-3)
     params = [p for p in model.parameters() if p.requires_grad]
-    generator = torch.Generator(device=device).manual_seed(0)
-    probes = [torch.randint(0, 2, p.shape, generator=generator, device=device).to(p.dtype) * 2 - 1 for p in params]
+    probes = fixed_probes(params, device)
 
     def run_cycle(batches: list[Any]) -> int:
         items = 0
