@@ -2,12 +2,9 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
-import torch
 
 
 def glue_dir() -> Path:
@@ -24,13 +21,3 @@ def real_task_dir(folder: str) -> Path:
     return root
 
 
-@contextmanager
-def one_intraop_thread() -> Iterator[None]:
-    """One intra-op thread while tests train: on a shared 2-core machine two spinning threads were 15x slower for
-    these tiny models. Restored afterwards, so other tests keep torch's default."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(before)

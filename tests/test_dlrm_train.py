@@ -19,6 +19,7 @@ from tasks.dlrm.model import DLRM
 from tasks.dlrm.task import CriteoDLRMTask
 from tests.criteo_fixtures import learnable_rows, write_train
 from tests.runs import comparable, run
+from tests.threads import one_intraop_thread
 
 TINY = ["task.model.embedding_dim=4", "task.model.bottom_mlp=[13,8,4]", "task.model.top_mlp=[8,1]",
         "task.prepare_workers=1", "trainer.batch_size=32", "trainer.eval_batch_size=64", "trainer.device=cpu"]
@@ -27,10 +28,8 @@ TINY = ["task.model.embedding_dim=4", "task.model.bottom_mlp=[13,8,4]", "task.mo
 @pytest.fixture(autouse=True, scope="module")
 def one_thread() -> Iterator[None]:
     """Tiny sparse ops: intra-op threads only add contention (10x slower on a busy 2-core machine)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+    with one_intraop_thread():
+        yield
 
 
 @pytest.fixture(scope="module")

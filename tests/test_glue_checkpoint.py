@@ -12,10 +12,11 @@ from bench.errors import UsageError
 from tasks.base import DataError
 from tasks.glue.task import GlueTask
 from tests.conftest import bench
-from tests.glue_data import one_intraop_thread, real_task_dir
+from tests.glue_data import real_task_dir
 from tests.glue_fixtures import write_rte
 from tests.runs import run
 from tests.test_glue_model import TINY_OVERRIDES, tiny_task
+from tests.threads import one_intraop_thread
 
 
 @pytest.fixture(scope="module", autouse=True)

@@ -11,8 +11,9 @@ from transformers import SqueezeBertConfig, SqueezeBertForSequenceClassification
 
 from bench.checkpoint import load_checkpoint
 from tasks.glue.task import GlueTask
-from tests.glue_data import one_intraop_thread, real_task_dir
+from tests.glue_data import real_task_dir
 from tests.runs import run
+from tests.threads import one_intraop_thread
 
 
 @pytest.fixture(scope="module", autouse=True)

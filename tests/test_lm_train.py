@@ -20,6 +20,7 @@ from tests.conftest import bench
 from tests.lm_fixtures import write_wikitext
 from tests.runs import comparable, run
 from tests.test_lm_data import PTB_DIR, needs_ptb
+from tests.threads import one_intraop_thread
 
 STEPS = 200
 TINY_RUN = ("task.model.layers=1", "task.model.dim=16", "task.model.ffn_dim=32", "task.model.heads=2",
@@ -32,10 +33,8 @@ def one_thread(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
     """One intra-op thread here and in `bench` subprocesses: these models are too small to gain from more, and on
     a shared 2-core machine more threads only spin."""
     monkeypatch.setenv("OMP_NUM_THREADS", "1")
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+    with one_intraop_thread():
+        yield
 
 
 @pytest.fixture(scope="module")

@@ -17,6 +17,7 @@ from bench.recordset import load
 from bench.runner import build_task, seed_everything
 from tasks.pinn.task import PinnTask
 from tests.runs import comparable, run
+from tests.threads import one_intraop_thread
 
 pytestmark = pytest.mark.filterwarnings("ignore:Using backward\\(\\) with create_graph=True")
 
@@ -28,10 +29,8 @@ LR = {"adam": "optimizer.lr=0.01", "adahessian": "optimizer.lr=0.05"}
 @pytest.fixture(autouse=True)
 def one_thread() -> Iterator[None]:
     """Tiny full-batch MLPs run faster on one thread than on two contended ones."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+    with one_intraop_thread():
+        yield
 
 
 def initial_rel_l2(tmp_path: Path, *overrides: str) -> float:
