@@ -9,6 +9,8 @@ with a 1 appended when the layer has a bias, ``N`` the batch size and ``L`` the 
 
 (``N·g`` is the per-example loss gradient when the loss is a batch mean: this is the *empirical* Fisher, the
 one backward pass the runner takes; for conv the "expand" convention of Eschenhagen et al., NeurIPS 2023).
+These equal ``curvlinops.KFACLinearOperator(fisher_type="empirical", kfac_approx="expand",
+separate_weight_and_bias=False)`` on one batch (tests/test_kfac_curvlinops.py).
 Factors are running averages ``F = ε·F + (1 − ε)·F_new`` (``ε = stat_decay``; the first batch initialises
 them). Every ``inverse_every`` steps ``A = Q_A diag(d_A) Q_Aᵀ`` and ``G = Q_G diag(d_G) Q_Gᵀ``; the update of
 a layer with gradient matrix ``V = [∇W, ∇b]`` (out × in[+1]) is the damped Kronecker inverse
