@@ -59,23 +59,27 @@ ALIASES: dict[str, tuple[str, ...]] = {"table2": ("cifar10", "imagenet"), "table
 
 @dataclass(frozen=True)
 class Sweep:
-    """A paper table over one hyperparameter of one task: rows are optimizers, columns the swept values."""
+    """A table over one hyperparameter: rows are (task, optimizer), columns the swept values. A paper table fixes
+    its task, values and optimizers; a harness sweep (`task=None`, empty tuples) takes them from the runs."""
 
     name: str
     title: str
-    task: str
+    task: str | None
     key: str  # a column of the run frame (bench.recordset)
     values: tuple[float, ...]
     optimizers: tuple[str, ...]
     metric: str = "bleu"
+    source: str | None = None  # where the reference values come from; None: no paper has them
 
 
 # The reference CSV names a swept cell's optimizer `adamw@lr_scale=2`, `adahessian@block_size=32`.
 SWEEPS: dict[str, Sweep] = {sweep.name: sweep for sweep in (
     Sweep("table6", "Table 6: IWSLT14 test BLEU with the recipe lr scaled (lr_scale)", "iwslt14_transformer",
-          "lr_scale", (0.5, 1.0, 2.0, 5.0, 10.0), ("adamw", "adahessian")),
+          "lr_scale", (0.5, 1.0, 2.0, 3.0, 4.0, 5.0, 6.0, 10.0), ("adamw", "adahessian"), source="arXiv 2006.00719v2 Table 6"),
     Sweep("table7", "Table 7: IWSLT14 test BLEU by AdaHessian block size", "iwslt14_transformer", "block_size",
-          (1, 2, 4, 8, 16, 32, 64, 128), ("adahessian",)),
+          (1, 2, 4, 8, 16, 32, 64, 128), ("adahessian",), source="arXiv 2006.00719v2 Table 7"),
+    Sweep("lr", "Learning-rate sweep: the task's metric by optimizer.lr (experiment=zoo_lr_sweep)", None, "lr",
+          (), (), metric=""),
 )}
 
 
@@ -84,20 +88,30 @@ def sweep_label(optimizer: str, key: str, value: float) -> str:
 
 
 def sweep(table: Sweep, runs: pd.DataFrame, reference: pd.DataFrame) -> pd.DataFrame:
-    """One row per (optimizer, value): completed runs, mean ± std of their result, diverged count, the paper's
-    value and ours minus it. Values that ran but the paper lacks are added."""
-    mine = runs[(runs["task"] == table.task) & runs["optimizer"].isin(table.optimizers)]
+    """One row per (task, optimizer, value): completed runs, mean ± std of their result, diverged count, the
+    paper's value and ours minus it (a reference row with no value is a run the paper reports as diverged).
+    Values that ran but the paper lacks are added."""
+    mine = runs if table.task is None else runs[runs["task"] == table.task]
+    if table.optimizers:
+        mine = mine[mine["optimizer"].isin(table.optimizers)]
     values = sorted(set(table.values) | set(mine[table.key].dropna()))
     ref = reference[reference["table"] == table.name].set_index("optimizer")["mean"]
+    tasks = [table.task] if table.task else list(dict.fromkeys(mine["task"]))
     rows = []
-    for opt in table.optimizers:
-        for value in values:
-            group = mine[(mine["optimizer"] == opt) & (mine[table.key] == value)]
-            done = group.loc[group["status"] == "completed", "final"].dropna()
-            rows.append({"optimizer": opt, "value": value, "n": len(done), "mean": done.mean(),
-                         "std": done.std(ddof=1), "n_diverged": int((group["status"] == "diverged").sum()),
-                         "paper": ref.get(sweep_label(opt, table.key, value), float("nan"))})
-    out = pd.DataFrame(rows)
+    for task in tasks:
+        here = mine[mine["task"] == task]
+        metric = table.metric or (str(here["metric"].iloc[0]) if len(here) else "")
+        for opt in table.optimizers or list(dict.fromkeys(here["optimizer"])):
+            for value in values:
+                group = here[(here["optimizer"] == opt) & (here[table.key] == value)]
+                done = group.loc[group["status"] == "completed", "final"].dropna()
+                rows.append({"task": task, "optimizer": opt, "value": value, "n": len(done), "mean": done.mean(),
+                             "std": done.std(ddof=1), "n_diverged": int((group["status"] == "diverged").sum()),
+                             "paper": ref.get(sweep_label(opt, table.key, value), float("nan")), "metric": metric,
+                             "paper_diverged": bool(sweep_label(opt, table.key, value) in ref.index
+                                                    and pd.isna(ref.get(sweep_label(opt, table.key, value))))})
+    out = pd.DataFrame(rows, columns=["task", "optimizer", "value", "n", "mean", "std", "n_diverged", "paper",
+                                      "metric", "paper_diverged"])
     out["diff"] = out["mean"] - out["paper"]
     return out
 

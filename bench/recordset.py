@@ -78,6 +78,7 @@ def _run_row(rec: dict[str, Any], path: Path) -> dict[str, Any]:
         "items_per_s": _number(cost.get("items_per_s")),
         "data_wait_frac": _number(cost.get("data_wait_frac")),
         "target": _number(task_cfg.get("target")),
+        "lr": _number(opt_cfg.get("lr")),  # experiment=zoo_lr_sweep
         "lr_scale": _number(config.get("lr_scale", 1.0)),  # experiment=paper_lr_scaling (Table 6)
         "block_size": _number(opt_cfg.get("block_size")),  # AdaHessian's averaging block (Table 7)
         "path": str(path),

@@ -228,21 +228,23 @@ def pinn_section(rs: RecordSet) -> Section:
 
 
 def sweep_section(table: paper.Sweep, runs: pd.DataFrame, reference: pd.DataFrame) -> Section:
-    """Tables 6 and 7: one row per optimizer, one column per swept value, ours beside the paper's."""
+    """Tables 6 and 7 and the harness's lr sweep: one row per (task, optimizer), one column per swept value, ours
+    beside the paper's where a paper has the table."""
     df = paper.sweep(table, runs, reference)
     values = list(dict.fromkeys(df["value"]))
     rows = []
-    for opt, group in df.groupby("optimizer", sort=False):
-        row = [opt]
+    for (task, opt), group in df.groupby(["task", "optimizer"], sort=False):
+        row = [task, opt]
         for c in group.itertuples():
-            ours = mean_std(c.mean, c.std, table.metric) + (f" (n={c.n})" if c.n else "")
+            ours = mean_std(c.mean, c.std, c.metric) + (f" (n={c.n})" if c.n else "")
             ours += f" [{c.n_diverged} diverged]" if c.n_diverged else ""
-            row.append(beside_paper(ours, c.paper, c.diff, table.metric))
+            row.append(f"{ours}; paper diverged" if c.paper_diverged else beside_paper(ours, c.paper, c.diff, c.metric))
         rows.append(row)
     notes = [f"Columns: config {table.key}. Cells: ours mean ± std over completed runs (the test metric where the "
-             "task has one); diverged runs counted apart; paper value where results/paper/adahessian.csv has it.",
-             "Source: arXiv 2006.00719v2 " + table.title.split(":")[0] + "."]
-    return Section(table.title, ["optimizer", *[f"{table.key}={v:g}" for v in values]], rows, notes)
+             "task has one); diverged runs counted apart; \"–\" where nothing ran."]
+    notes.append(f"Source: {table.source}; paper values from results/paper/adahessian.csv." if table.source
+                 else "No paper has this table: every cell is this harness's measurement.")
+    return Section(table.title, ["task", "optimizer", *[f"{table.key}={v:g}" for v in values]], rows, notes)
 
 
 def build(rs: RecordSet, table: str | None) -> list[Section]:
@@ -398,7 +400,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
              "with bootstrap CIs), paper layouts cifar10, imagenet (Table 2), nmt (Table 3), lm (Table 4), "
              "glue (Table 5), dlrm (text and Fig. 6), delayed (Table 8, cost), pinn (PINN rel-L2); "
              "table2|table3|table4|table5|"
-             "fig6|table8 name them by number; table6 (NMT lr scaling), table7 (NMT block size); all")
+             "fig6|table8 name them by number; table6 (NMT lr scaling), table7 (NMT block size); "
+             "lr (any lr sweep, e.g. experiment=zoo_lr_sweep); all")
     parser.add_argument("--format", choices=FORMATS, default="md", help="output format (default md)")
     parser.add_argument("--out", metavar="FILE", help="write here instead of stdout")
     parser.add_argument("--plots", metavar="DIR", help="also write PNG and SVG plots into DIR")

@@ -32,11 +32,14 @@ def test_table6_and_table7_group_runs_by_the_swept_value(tmp_path: Path) -> None
     write(tmp_path, "adahessian", 1, 35.0, block_size=4)
     rs = load(tmp_path)
     (table6,) = report.build(rs, "table6")
-    assert table6.columns == ["optimizer", "lr_scale=0.5", "lr_scale=1", "lr_scale=2", "lr_scale=5", "lr_scale=10"]
-    rows = {row[0]: row[1:] for row in table6.rows}
-    assert rows["adamw"][1] == "35.00 ± 1.41 (n=2)" and rows["adamw"][4] == "– [1 diverged]"
-    assert rows["adahessian"][4] == "33.50 (n=1)" and rows["adahessian"][1] == "35.00 (n=1)"
+    assert table6.columns == ["task", "optimizer", *(f"lr_scale={v}" for v in ("0.5", 1, 2, 3, 4, 5, 6, 10))]
+    rows = {row[1]: dict(zip(table6.columns[2:], row[2:], strict=True)) for row in table6.rows}
+    assert rows["adamw"]["lr_scale=1"] == "35.00 ± 1.41 (n=2); paper 35.66; diff -0.66"
+    assert rows["adamw"]["lr_scale=10"] == "– [1 diverged]; paper diverged"  # the paper's table prints "Diverge"
+    assert rows["adahessian"]["lr_scale=10"] == "33.50 (n=1); paper 32.48; diff +1.02"
+    assert rows["adamw"]["lr_scale=3"] == "–; paper 35.18"  # a multiplier nobody ran still shows the paper's value
     (table7,) = report.build(rs, "table7")
-    cells = dict(zip(table7.columns[1:], table7.rows[0][1:], strict=True))
-    assert table7.rows[0][0] == "adahessian" and cells["block_size=4"] == "35.00 (n=1)"
-    assert cells["block_size=32"] == "33.50 (n=1)" and cells["block_size=1"] == "–"
+    cells = dict(zip(table7.columns[2:], table7.rows[0][2:], strict=True))
+    assert table7.rows[0][:2] == ["iwslt14_transformer", "adahessian"]
+    assert cells["block_size=4"] == "35.00 (n=1); paper 35.78; diff -0.78"
+    assert cells["block_size=32"] == "33.50 (n=1); paper 35.79; diff -2.29" and cells["block_size=1"] == "–; paper 35.67"

@@ -205,10 +205,14 @@ def test_paper_reference_csv() -> None:
     assert list(ref.columns) == ["table", "task", "optimizer", "metric", "mean", "std", "n_runs", "source"]
     assert not ref.duplicated(["table", "task", "optimizer", "metric"]).any()
     assert ref["source"].str.startswith("arXiv 2006.00719v2").all()
-    assert len(ref) == 8 + 4 + 6 + 6 + 27 + 2 + 30
+    assert len(ref) == 8 + 4 + 6 + 6 + 27 + 2 + 30 + 16 + 8  # ... + Table 6 (2 x 8 multipliers) + Table 7 (8 blocks)
     key = ref.set_index(["table", "task", "optimizer", "metric"])
     assert key.loc[("table4", "ptb_transformer_lm", "adahessian", "ppl"), ["mean", "std", "n_runs"]].tolist() == [
         51.5, 1.2, 5]
     assert key.loc[("table2", "imagenet_resnet18", "adam", "top1"), ["std", "n_runs"]].isna().all()
     assert key.loc[("fig6", "criteo_dlrm", "adagrad", "accuracy"), "mean"] == 79.135
     assert key.loc[("table8", "cifar10_resnet32", "adahessian@3", "cost_x_adam"), "mean"] == 1.64
+    assert key.loc[("table6", "iwslt14_transformer", "adamw@lr_scale=5", "bleu"), ["mean", "std"]].tolist() == [
+        14.41, 13.25]
+    assert pd.isna(key.loc[("table6", "iwslt14_transformer", "adamw@lr_scale=10", "bleu"), "mean"])  # "Diverge"
+    assert key.loc[("table7", "iwslt14_transformer", "adahessian@block_size=32", "bleu"), "mean"] == 35.79

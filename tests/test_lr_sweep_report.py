@@ -1,0 +1,36 @@
+"""`bench report --table lr`: any lr sweep (experiment=zoo_lr_sweep) laid out per (task, optimizer) by optimizer.lr,
+with the grid taken from the runs and diverged runs counted apart."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from bench import report
+from bench.recordset import load
+from tests.record_factory import make_record
+
+
+def write(root: Path, task: str, optimizer: str, lr: float, seed: int, top1: float | None) -> None:
+    rec = make_record(task=task, optimizer=optimizer, seed=seed, study="zoo_lr_sweep", metric="top1",
+                      curve=[top1 or 10.0], status="completed" if top1 is not None else "diverged")
+    rec["config"]["optimizer"]["lr"] = lr
+    rec["run_id"] = f"{task}-{optimizer}-{lr}-{seed}"
+    path = root / "zoo_lr_sweep" / rec["run_id"] / "record.json"
+    path.parent.mkdir(parents=True)
+    path.write_text(json.dumps(rec))
+
+
+def test_lr_table_has_a_row_per_task_and_optimizer_and_a_column_per_lr_that_ran(tmp_path: Path) -> None:
+    write(tmp_path, "digits", "shampoo", 1e-3, 0, 90.0)
+    write(tmp_path, "digits", "shampoo", 1e-3, 1, 92.0)
+    write(tmp_path, "digits", "shampoo", 0.1, 0, None)
+    write(tmp_path, "digits", "oasis", 0.1, 0, 88.0)
+    write(tmp_path, "cifar10_resnet20", "oasis", 0.1, 0, 70.0)
+    (table,) = report.build(load(tmp_path), "lr")
+    assert table.columns == ["task", "optimizer", "lr=0.001", "lr=0.1"]
+    rows = {tuple(row[:2]): row[2:] for row in table.rows}
+    assert rows[("digits", "shampoo")] == ["91.00 ± 1.41 (n=2)", "– [1 diverged]"]
+    assert rows[("digits", "oasis")] == ["–", "88.00 (n=1)"]
+    assert rows[("cifar10_resnet20", "oasis")] == ["–", "70.00 (n=1)"]
+    assert any("No paper has this table" in note for note in table.notes)
