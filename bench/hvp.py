@@ -37,15 +37,21 @@ HVP_MODES: tuple[str, ...] = ("auto", "double_backward", "forward_over_reverse")
 
 
 class TaskLoss(nn.Module):
-    """`task.loss(model, batch)[0]` as a module, so `functional_call` can swap the model's tensors."""
+    """`task.loss(model, batch)[0]` as a module, so `functional_call` can swap the model's tensors.
 
-    def __init__(self, task: Task, model: nn.Module) -> None:
+    With `items` (the full batch's item count) and a token-summed loss (`loss_reduction: sum`), a sub-batch's
+    loss is scaled by items / its own count, so its curvature estimates the full batch's summed loss, the one
+    the gradient comes from, and not a fraction of it. A mean loss needs no scale."""
+
+    def __init__(self, task: Task, model: nn.Module, items: int | None = None) -> None:
         super().__init__()
         self.task = task
         self.model = model
+        self.items = items if getattr(task, "loss_reduction", "mean") == "sum" else None
 
     def forward(self, batch: Any) -> Tensor:
-        return self.task.loss(self.model, batch)[0]
+        loss, n = self.task.loss(self.model, batch)
+        return loss if self.items is None or n == self.items else loss * (self.items / n)
 
 
 def resolve_mode(mode: str) -> str:
@@ -106,8 +112,8 @@ class CurvatureBatch:
     """
 
     def __init__(self, task: Task, model: nn.Module, batch: Any, *, mode: str, device: torch.device,
-                 autocast: contextlib.AbstractContextManager | None = None) -> None:
-        self.loss_module = TaskLoss(task, model)
+                 autocast: contextlib.AbstractContextManager | None = None, items: int | None = None) -> None:
+        self.loss_module = TaskLoss(task, model, items)
         self.batch = batch
         self.mode = resolve_mode(mode)
         self.device = device

@@ -80,7 +80,7 @@ def train_step(task: Task, model: torch.nn.Module, optimizer: torch.optim.Optimi
     if harness_hvp:
         sub = task.sub_batch(batch, hessian_batch_fraction) if hessian_batch_fraction < 1 else batch
         optimizer.update_hessian(hvp=CurvatureBatch(task, dist.unwrap(model), sub, mode=hvp_mode, device=device,
-                                                    autocast=autocast(device, amp)))
+                                                    autocast=autocast(device, amp), items=n))
     elif hessian and hasattr(optimizer, "update_hessian"):
         optimizer.update_hessian()
     dist.after_backward(model)

@@ -61,6 +61,14 @@ def pad_batch(data: Examples, idx: np.ndarray | list[int], pad_id: int, device: 
             {"input_ids": ids, "token_type_ids": types, "attention_mask": mask, "labels": labels}.items()}
 
 
+def head(batch: Batch, fraction: float) -> Batch:
+    """The first `fraction` of the examples (at least one), padded to their own longest: the curvature
+    sub-batch (`trainer.hessian_batch_fraction`) under dynamic padding."""
+    k = max(1, int(len(batch["labels"]) * fraction))
+    width = int(batch["attention_mask"][:k].sum(1).max())
+    return {name: t[:k] if name == "labels" else t[:k, :width] for name, t in batch.items()}
+
+
 class GlueTask(Task):
     """One GLUE task on HF SqueezeBERT; `pretrained=None` trains a random model from `model_config`."""
 
@@ -157,6 +165,9 @@ class GlueTask(Task):
         for step in range(start, self.steps_per_epoch()):
             first = step * self.batch_size + self.rank * local
             yield pad_batch(self.train, order[first:first + local], self.pad_id, self.device)
+
+    def sub_batch(self, batch: Batch, fraction: float) -> Batch:
+        return head(batch, fraction)
 
     def loss(self, model: nn.Module, batch: Batch) -> tuple[torch.Tensor, int]:
         logits = model(input_ids=batch["input_ids"], token_type_ids=batch["token_type_ids"],

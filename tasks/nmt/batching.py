@@ -22,6 +22,18 @@ class Batch:
     ntokens: int  # non-padding target tokens, counted on the host so no step waits for the device
 
 
+def head(batch: Batch, fraction: float) -> Batch:
+    """The first `fraction` of the sentences (at least one), padding trimmed to their longest and target tokens
+    recounted: the curvature sub-batch (`trainer.hessian_batch_fraction`) of a token bucket."""
+    pad = Dictionary.pad
+    k = max(1, int(len(batch.ids) * fraction))
+    src, prev, target = batch.src[:k], batch.prev[:k], batch.target[:k]
+    s_len = int((src != pad).sum(1).max())
+    real = target != pad
+    t_len = int(real.sum(1).max())
+    return Batch(src[:, :s_len], prev[:, :t_len], target[:, :t_len], batch.ids[:k], int(real.sum()))
+
+
 def ordered_indices(src_lens: np.ndarray, tgt_lens: np.ndarray, seed: int) -> np.ndarray:
     """fairseq's LanguagePairDataset.ordered_indices: a seeded permutation, then stable sorts by target and by
     source length, so the order is by (source, target) length with seeded ties."""

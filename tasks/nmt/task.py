@@ -13,7 +13,7 @@ import torch
 from torch import nn
 
 from tasks.base import DataError, Metric, Task
-from tasks.nmt.batching import Batch, TokenBatches
+from tasks.nmt.batching import Batch, TokenBatches, head
 from tasks.nmt.bleu import corpus_bleu, remove_bpe
 from tasks.nmt.corpus import Corpus, load_corpus
 from tasks.nmt.decode import beam_search, greedy
@@ -109,6 +109,9 @@ class TranslationTask(Task):
                                           Dictionary.pad)
         n = batch.ntokens
         return (loss if self.loss_reduction == "sum" else loss / n), n
+
+    def sub_batch(self, batch: Batch, fraction: float) -> Batch:
+        return head(batch, fraction)
 
     def batches(self, split: str) -> Iterator[Batch]:
         data = self.splits[split]
