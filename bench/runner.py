@@ -35,7 +35,7 @@ from bench.preemption import Preempted, PreemptionGuard
 from bench.progress import TrainProgress
 from bench.records import RECORD_NAME, SCHEMA, environment, now, read_record, run_id_of, write_record
 from bench.schedules import Schedule
-from bench.snapshots import average_snapshots, clear_snapshots, save_snapshot
+from bench.snapshots import TEST_ON, average_snapshots, clear_snapshots, load_best, save_if_best, save_snapshot
 from bench.step import Diverged, autocast, train_step
 from bench.switch import OptimizerSwitch
 from tasks.base import DataError, Task
@@ -45,6 +45,15 @@ warnings.filterwarnings("ignore", message=r"Using backward\(\) with create_graph
 FINAL_STATUSES = ("completed", "diverged")
 # Task config keys for the harness, not the task's constructor.
 TASK_HARNESS_KEYS = ("name", "target", "batch_size_unused", "routes", "model_note")
+
+
+def check_test_on(cfg: Any) -> None:
+    """`trainer.test_on` is `last` or `best`, and `best` excludes checkpoint averaging (two answers to one question)."""
+    if cfg.test_on not in TEST_ON:
+        raise UsageError(f"trainer.test_on={cfg.test_on}: expected one of {', '.join(TEST_ON)}")
+    if cfg.test_on == "best" and cfg.average_last:
+        raise UsageError(f"trainer.test_on=best with trainer.average_last={cfg.average_last}: the final test takes "
+                         "either the best epoch's weights or an average; set trainer.average_last=0 or test_on=last")
 
 
 @dataclass
@@ -254,6 +263,7 @@ class Runner:
               guard: PreemptionGuard) -> None:
         cfg = self.cfg.trainer
         uses_harness_hvp(cfg.hessian_batch_fraction, cfg.hvp_mode)  # a bad value stops here, before any step
+        check_test_on(cfg)
         scaler = torch.amp.GradScaler("cuda") if cfg.amp == "fp16" else None
         total = cfg.epochs * steps_per_epoch
         model.train()
@@ -318,16 +328,22 @@ class Runner:
             log.log(row)
         if self.cfg.trainer.average_last and self.dist.is_main:
             save_snapshot(self.run_dir, epoch, self.dist.unwrap(model), self.cfg.trainer.average_last)
+        if self.cfg.trainer.test_on == "best" and self.dist.is_main:
+            save_if_best(self.run_dir, state.history, name, task.metric.mode, self.dist.unwrap(model))
         if self.cfg.trainer.checkpoint:
             self.save_checkpoint(model, optimizer, schedule, state)
         self.write(record)
 
     def final_test(self, task: Task, model: torch.nn.Module, record: dict[str, Any]) -> None:
         """The task's final evaluation, on the average of the last `trainer.average_last` epochs' weights
-        when asked (fairseq's average_checkpoints), else on the trained model."""
+        when asked (fairseq's average_checkpoints), on the best validation epoch's with `trainer.test_on: best`,
+        else on the trained model."""
         model = self.dist.unwrap(model)
         if self.cfg.trainer.average_last and self.dist.is_main:
             record["test_model"] = average_snapshots(self.run_dir, model)
+        elif self.cfg.trainer.test_on == "best" and self.dist.is_main:
+            record["test_model"] = load_best(self.run_dir, record["history"], task.metric.name, task.metric.mode,
+                                             model)
         model.eval()
         with torch.no_grad(), autocast(self.device, self.cfg.trainer.amp):
             test = self.dist.broadcast_metrics(lambda: task.test(model))

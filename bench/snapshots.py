@@ -1,10 +1,13 @@
-"""Weights of the last N epoch ends, for fairseq-style checkpoint averaging (the authors' NMT evaluation
-averages the last 5 IWSLT / 10 WMT epoch checkpoints before decoding the test set)."""
+"""Weights kept for the final test: the last N epoch ends, for fairseq-style checkpoint averaging (the authors'
+NMT evaluation averages the last 5 IWSLT / 10 WMT epoch checkpoints before decoding the test set), or the epoch
+with the best validation metric (`trainer.test_on: best`, the paper's LM protocol: "the perplexity on the test
+set with the best validation model")."""
 
 from __future__ import annotations
 
 import shutil
 from pathlib import Path
+from typing import Any
 
 import torch
 from torch import nn
@@ -12,6 +15,8 @@ from torch import nn
 from bench.atomic import write_atomic
 
 SNAPSHOT_DIR = "snapshots"
+BEST = "best.pt"
+TEST_ON = ("last", "best")
 
 
 def snapshot_paths(run_dir: Path) -> list[Path]:
@@ -24,6 +29,29 @@ def save_snapshot(run_dir: Path, epoch: int, model: nn.Module, keep: int) -> Non
     write_atomic(run_dir / SNAPSHOT_DIR / f"epoch_{epoch:05d}.pt", lambda f: torch.save(state, f))
     for old in snapshot_paths(run_dir)[:-keep]:
         old.unlink(missing_ok=True)
+
+
+def best_epoch(history: list[dict[str, Any]], name: str, mode: str) -> int:
+    """The history index of the best evaluation of `name` (the first one on ties)."""
+    values = [row["metrics"][name] for row in history]
+    return values.index(min(values) if mode == "min" else max(values))
+
+
+def save_if_best(run_dir: Path, history: list[dict[str, Any]], name: str, mode: str, model: nn.Module) -> None:
+    """Keep this epoch's weights as the best ones when its evaluation is the best so far."""
+    if best_epoch(history, name, mode) == len(history) - 1:
+        state = {k: v.detach().cpu() for k, v in model.state_dict().items()}
+        write_atomic(run_dir / SNAPSHOT_DIR / BEST, lambda f: torch.save(state, f))
+
+
+def load_best(run_dir: Path, history: list[dict[str, Any]], name: str, mode: str, model: nn.Module) -> str:
+    """Load the best epoch's weights into `model` and say which they are."""
+    path = run_dir / SNAPSHOT_DIR / BEST
+    if not history or not path.is_file():
+        return "the final weights (no best-epoch snapshot was kept)"
+    model.load_state_dict(torch.load(path, map_location="cpu", weights_only=True))
+    best = history[best_epoch(history, name, mode)]
+    return f"the weights at the end of epoch {best['epoch']}, the best valid {name} ({best['metrics'][name]:.6g})"
 
 
 def clear_snapshots(run_dir: Path) -> None:

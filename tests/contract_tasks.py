@@ -35,3 +35,21 @@ class SummedLossDigits(DigitsTask):
     def loss(self, model: nn.Module, batch: tuple[torch.Tensor, torch.Tensor]) -> tuple[torch.Tensor, int]:
         x, y = batch
         return torch.nn.functional.cross_entropy(model(x), y, reduction="sum"), len(y)
+
+
+class DigitsWorseEachEpoch(DigitsWithTest):
+    """Digits whose per-epoch evaluation reports top-1 minus 100 per evaluation so far, so the first epoch is
+    always the best one; `test` reports the real top-1 of the weights it is given."""
+
+    def __init__(self, **runtime: Any) -> None:
+        super().__init__(**runtime)
+        self.evaluations = 0
+
+    def evaluate(self, model: nn.Module) -> dict[str, float]:
+        metrics = super().evaluate(model)
+        metrics["top1"] -= 100.0 * self.evaluations
+        self.evaluations += 1
+        return metrics
+
+    def test(self, model: nn.Module) -> dict[str, float]:
+        return DigitsTask.evaluate(self, model)

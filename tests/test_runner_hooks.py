@@ -46,6 +46,24 @@ def test_test_evaluates_the_average_of_the_last_epochs(tmp_path: Path) -> None:
         assert task.test(model)["top1"] == pytest.approx(record["test"]["top1"])
 
 
+def test_test_on_best_evaluates_the_best_validation_epoch(tmp_path: Path) -> None:
+    worse = "task._target_=tests.contract_tasks.DigitsWorseEachEpoch"
+    record = run(tmp_path, worse, "optimizer=adam", "trainer.epochs=3", "trainer.test_on=best",
+                 "trainer.deterministic=true")
+    assert record["test_model"].startswith("the weights at the end of epoch 1, the best valid top1")
+    first_epoch = run(tmp_path, WITH_TEST, "optimizer=adam", "trainer.epochs=1", "trainer.deterministic=true")
+    last = run(tmp_path, worse, "optimizer=adam", "trainer.epochs=3", "trainer.deterministic=true")
+    assert record["test"]["top1"] == first_epoch["test"]["top1"]  # epoch 1's weights, not the final ones
+    assert "test_model" not in last and last["test"]["top1"] != record["test"]["top1"]
+
+
+def test_test_on_is_checked_before_training(tmp_path: Path) -> None:
+    bad = bench("run", "trainer.test_on=worst", f"paths.runs={tmp_path}")
+    assert bad.returncode == 2 and "trainer.test_on=worst: expected one of last, best" in bad.stderr
+    both = bench("run", "trainer.test_on=best", "trainer.average_last=2", f"paths.runs={tmp_path}")
+    assert both.returncode == 2 and "set trainer.average_last=0 or test_on=last" in both.stderr
+
+
 def test_early_stop_ends_a_completed_run(tmp_path: Path) -> None:
     # lr 1e-7 cannot improve the loss measurably, so the validation loss stalls at once.
     record = run(tmp_path, "optimizer=sgd", "optimizer.lr=1e-7", "optimizer.momentum=0", "trainer.epochs=8",
