@@ -171,3 +171,17 @@ def test_synthetic_streams_have_the_real_shapes() -> None:
     x, y = next(iter(task.train_batches(0)))
     assert x.shape == y.shape == (4, 8) and task.build_model()(x).shape == (4, 8, 10_000)
     assert task.steps_per_epoch() == windows_per_epoch(16 * 8 // 4, 8)
+
+
+def test_label_smoothing_is_the_eps_over_v_formula_and_validated() -> None:
+    task = LanguageModelTask("ptb", "/nonexistent", 8, TINY, synthetic=16, label_smoothing=0.1, **RUNTIME)
+    torch.manual_seed(0)
+    model = task.build_model().eval()
+    batch = next(iter(task.train_batches(0)))
+    loss, n = task.loss(model, batch)
+    logp = torch.log_softmax(model(batch[0]).float(), -1).flatten(0, 1)
+    nll = -logp.gather(1, batch[1].reshape(-1, 1)).mean()
+    torch.testing.assert_close(loss, 0.9 * nll + 0.1 * (-logp.mean(1)).mean())
+    assert n == batch[1].numel()
+    with pytest.raises(ValueError, match=r"task\.label_smoothing=1\.0: expected a number in \[0, 1\)"):
+        LanguageModelTask("ptb", "/nonexistent", 8, TINY, synthetic=16, label_smoothing=1.0, **RUNTIME)

@@ -40,8 +40,12 @@ class LanguageModelTask(Task):
     throughput_unit = "tokens"
 
     def __init__(self, corpus: str, data_dir: str, bptt: int, model: dict[str, Any], synthetic: int = 0,
-                 train_tokens: int = 0, cache_dir: str | None = None, **runtime: Any) -> None:
+                 train_tokens: int = 0, cache_dir: str | None = None, label_smoothing: float = 0.0,
+                 **runtime: Any) -> None:
         super().__init__(**runtime)
+        if not 0.0 <= label_smoothing < 1.0:
+            raise ValueError(f"task.label_smoothing={label_smoothing}: expected a number in [0, 1), e.g. 0.1")
+        self.label_smoothing = label_smoothing
         if corpus not in CORPORA:
             raise ValueError(f"task.corpus={corpus}: expected one of {', '.join(CORPORA)}")
         if set(model) != set(MODEL_KEYS):
@@ -94,9 +98,12 @@ class LanguageModelTask(Task):
         return train_windows(self.rows, self.bptt, start)
 
     def loss(self, model: nn.Module, batch: tuple[torch.Tensor, torch.Tensor]) -> tuple[torch.Tensor, int]:
+        """Training loss: cross-entropy with `label_smoothing` ((1-eps)·nll + eps·mean over the vocabulary of
+        -log p, fairseq's eps/V form; the paper smooths by 0.1 in all LM runs). Perplexity never smooths."""
         x, y = batch
         logits = model(x)
-        return F.cross_entropy(logits.float().flatten(0, 1), y.flatten()), y.numel()
+        return F.cross_entropy(logits.float().flatten(0, 1), y.flatten(), label_smoothing=self.label_smoothing), \
+            y.numel()
 
     def score(self, model: nn.Module, stream: torch.Tensor) -> dict[str, float]:
         """Perplexity over every token of `stream`, the mean NLL it comes from, and the token count."""
