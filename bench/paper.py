@@ -75,7 +75,8 @@ class Sweep:
 # The reference CSV names a swept cell's optimizer `adamw@lr_scale=2`, `adahessian@block_size=32`.
 SWEEPS: dict[str, Sweep] = {sweep.name: sweep for sweep in (
     Sweep("table6", "Table 6: IWSLT14 test BLEU with the recipe lr scaled (lr_scale)", "iwslt14_transformer",
-          "lr_scale", (0.5, 1.0, 2.0, 3.0, 4.0, 5.0, 6.0, 10.0), ("adamw", "adahessian"), source="arXiv 2006.00719v2 Table 6"),
+          "lr_scale", (0.5, 1.0, 2.0, 3.0, 4.0, 5.0, 6.0, 10.0), ("adamw", "adahessian"),
+          source="arXiv 2006.00719v2 Table 6"),
     Sweep("table7", "Table 7: IWSLT14 test BLEU by AdaHessian block size", "iwslt14_transformer", "block_size",
           (1, 2, 4, 8, 16, 32, 64, 128), ("adahessian",), source="arXiv 2006.00719v2 Table 7"),
     Sweep("lr", "Learning-rate sweep: the task's metric by optimizer.lr (experiment=zoo_lr_sweep)", None, "lr",
