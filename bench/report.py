@@ -401,7 +401,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
              "glue (Table 5), dlrm (text and Fig. 6), delayed (Table 8, cost), pinn (PINN rel-L2); "
              "table2|table3|table4|table5|"
              "fig6|table8 name them by number; table6 (NMT lr scaling), table7 (NMT block size); "
-             "lr (any lr sweep, e.g. experiment=zoo_lr_sweep); all")
+             "lr (any lr sweep, e.g. experiment=zoo_lr_sweep), lr_scale (recipe lr multipliers, e.g. "
+             "experiment=paper_glue_tune); all")
     parser.add_argument("--format", choices=FORMATS, default="md", help="output format (default md)")
     parser.add_argument("--out", metavar="FILE", help="write here instead of stdout")
     parser.add_argument("--plots", metavar="DIR", help="also write PNG and SVG plots into DIR")

@@ -34,3 +34,16 @@ def test_lr_table_has_a_row_per_task_and_optimizer_and_a_column_per_lr_that_ran(
     assert rows[("digits", "oasis")] == ["–", "88.00 (n=1)"]
     assert rows[("cifar10_resnet20", "oasis")] == ["–", "70.00 (n=1)"]
     assert any("No paper has this table" in note for note in table.notes)
+
+
+def test_lr_scale_table_groups_glue_tuning_runs_by_multiplier(tmp_path: Path) -> None:
+    for scale, score in ((0.33, 70.0), (1.0, 75.0), (3.33, 72.0)):
+        rec = make_record(task="glue_rte", optimizer="adamw", seed=0, study="tune", metric="accuracy", curve=[score])
+        rec["config"]["lr_scale"] = scale
+        rec["run_id"] = f"rte-{scale}"
+        path = tmp_path / "tune" / rec["run_id"] / "record.json"
+        path.parent.mkdir(parents=True)
+        path.write_text(json.dumps(rec))
+    (table,) = report.build(load(tmp_path), "lr_scale")
+    assert table.columns == ["task", "optimizer", "lr_scale=0.33", "lr_scale=1", "lr_scale=3.33"]
+    assert table.rows == [["glue_rte", "adamw", "70.000 (n=1)", "75.000 (n=1)", "72.000 (n=1)"]]

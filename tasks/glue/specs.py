@@ -1,13 +1,14 @@
 """What each GLUE task is on disk and how it is scored: columns, label set, metrics, the primary metric.
 
 Primary metrics follow the paper's Table 5 (arXiv 2006.00719v2), which reports one number per task:
-accuracy for RTE, SST-2, QNLI, MNLI-m/mm; F1 for MRPC and QQP; Spearman correlation for STS-B. The table does
-not name them; this is the convention of BERT's GLUE tables (Devlin et al. 2019, Table 1: "F1 scores are
-reported for QQP and MRPC, Spearman correlations are reported for STS-B, and accuracy scores are reported for
-the other tasks") that the SqueezeBERT paper (arXiv 2006.11316) compares against, and the numbers agree: the
-MRPC values 90.69 / 91.94 exceed what SqueezeBERT reaches in MRPC accuracy (the public
-squeezebert-mnli-headless MRPC fine-tune scores accuracy 88.2, F1 91.4), so they are F1. CoLA (Matthews
-correlation) and WNLI (accuracy), which the paper leaves out, use GLUE's official metric.
+accuracy for RTE, SST-2, QNLI, MNLI-m/mm; F1 for MRPC and QQP; Spearman correlation for STS-B. Neither the
+table nor the paper's text names them (every GLUE mention in the v2 PDF checked); this is the convention of
+BERT's GLUE tables (Devlin et al. 2019, Table 1: "F1 scores are reported for QQP and MRPC, Spearman
+correlations are reported for STS-B, and accuracy scores are reported for the other tasks") that the
+SqueezeBERT paper (arXiv 2006.11316) compares against, and the numbers agree: the MRPC values 90.69 / 91.94
+exceed what SqueezeBERT reaches in MRPC accuracy (the public squeezebert-mnli-headless MRPC fine-tune scores
+accuracy 88.2, F1 91.4), so they are F1. CoLA (Matthews correlation) and WNLI (accuracy), which the paper
+leaves out, use GLUE's official metric.
 """
 
 from __future__ import annotations
