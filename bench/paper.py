@@ -79,7 +79,7 @@ SWEEPS: dict[str, Sweep] = {sweep.name: sweep for sweep in (
           source="arXiv 2006.00719v2 Table 6"),
     Sweep("table7", "Table 7: IWSLT14 test BLEU by AdaHessian block size", "iwslt14_transformer", "block_size",
           (1, 2, 4, 8, 16, 32, 64, 128), ("adahessian",), source="arXiv 2006.00719v2 Table 7"),
-    Sweep("lr", "Learning-rate sweep: the task's metric by optimizer.lr (experiment=zoo_lr_sweep)", None, "lr",
+    Sweep("lr", "Learning-rate sweep: the task's metric by optimizer.lr (e.g. experiment=zoo_lr_sweep)", None, "lr",
           (), (), metric=""),
     Sweep("lr_scale", "lr-scale sweep: the task's metric by lr_scale, the multiplier of each recipe's lr "
           "(experiment=paper_glue_tune)", None, "lr_scale", (), (), metric=""),
