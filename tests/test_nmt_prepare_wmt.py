@@ -10,7 +10,7 @@ import pytest
 
 from tasks.nmt.moses import MosesPipeline, remove_non_printing
 from tasks.nmt.prepare_wmt14 import prepare_wmt14
-from tasks.nmt.staging import ApplyBpe, ordered_map
+from tasks.nmt.staging import ApplyBpe, LinePool
 from tests.conftest import bench
 from tests.nmt_fixtures import TINY_MODEL, write_wmt14_release
 from tests.runs import run
@@ -59,7 +59,7 @@ def test_valid_is_every_100th_line_and_both_splits_are_cleaned_after_bpe(release
     n = len(lines["en"])
     assert n == 315 and sorted(p.name for p in prepared.iterdir()) == sorted(
         ["code", *(f"{s}.{lang}" for s in ("train", "valid", "test") for lang in ("en", "de"))])
-    bpe = ApplyBpe((prepared / "code").read_text())
+    bpe = ApplyBpe(prepared / "code")
     pieces = {lang: [bpe(MosesPipeline(lang, normalize=True, aggressive=True)(x)) for x in lines[lang]]
               for lang in ("en", "de")}
     valid = [k - 1 for k in range(100, n + 1, 100)]
@@ -75,7 +75,7 @@ def test_clean_corpus_runs_after_bpe_with_ratio_and_length_limits(prepared: Path
     train = {lang: [unbpe(x) for x in read(prepared, f"train.{lang}")] for lang in ("en", "de")}
     assert "Yes ." not in train["en"]  # 2 / 13 tokens: ratio above 1.5
     assert KEPT_250["en"] in train["en"] and LONG_251["en"] not in train["en"]  # 1..250
-    pieces = ApplyBpe((prepared / "code").read_text())(PIECES_DROP["en"]).split(" ")
+    pieces = ApplyBpe(prepared / "code")(PIECES_DROP["en"]).split(" ")
     assert len(PIECES_DROP["en"].split(" ")) <= 250 < len(pieces), "the drop below must come from BPE pieces"
     assert PIECES_DROP["en"] not in train["en"]
     assert "@@ " in "\n".join(read(prepared, "train.de") + read(prepared, "test.en"))
@@ -130,7 +130,9 @@ def test_moses_steps_match_the_perl_scripts_on_their_quirks() -> None:
     assert MosesPipeline("de")("   ") == "   "  # tokenizer.perl passes blank lines through
 
 
-def test_ordered_map_keeps_line_order_across_workers() -> None:
+def test_line_pool_keeps_line_order_across_workers_and_jobs(prepared: Path) -> None:
     lines = [f"Line {i}: a well-known, tiny test." for i in range(60)]
-    job = MosesPipeline("en", aggressive=True)
-    assert list(ordered_map(job, lines, workers=2, chunk=7)) == [job(line) for line in lines]
+    tokenize, bpe = MosesPipeline("en", aggressive=True), ApplyBpe(prepared / "code")
+    with LinePool(2) as pool:
+        for job in (tokenize, bpe, tokenize):
+            assert list(pool.map(job, lines, chunk=7)) == [job(line) for line in lines]

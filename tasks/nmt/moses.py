@@ -15,18 +15,20 @@ from sacremoses import MosesPunctNormalizer, MosesTokenizer
 SEG_OPEN = re.compile(r'<seg id="[0-9]*">\s*')
 SEG_CLOSE = re.compile(r"\s*</seg>\s*")
 NON_PRINTING = regex.compile(r"\p{C}")
+FINAL_DOT = re.compile(r"([^.\s])\.$")
 
 
-@dataclass
+@dataclass(unsafe_hash=True)
 class MosesPipeline:
     """One language's `[normalize-punctuation.perl L | remove-non-printing-char.perl |] tokenizer.perl [-a] -l L`
-    as a picklable line -> line callable (the sacremoses objects are built on first use, in the process that
-    runs it)."""
+    as a picklable, hashable line -> line callable (the sacremoses objects are built on first use, in the process
+    that runs it)."""
 
     lang: str
     normalize: bool = False
     aggressive: bool = False
-    _tools: tuple[MosesPunctNormalizer, MosesTokenizer] | None = field(default=None, init=False, repr=False)
+    _tools: tuple[MosesPunctNormalizer, MosesTokenizer] | None = field(default=None, init=False, repr=False,
+                                                                      compare=False)
 
     def __call__(self, line: str) -> str:
         if self._tools is None:
@@ -37,7 +39,9 @@ class MosesPipeline:
             line = remove_non_printing(normalizer.normalize(line + "\n"))
         if not line.strip():
             return line  # tokenizer.perl prints blank lines as they are
-        return tokenizer.tokenize(line, aggressive_dash_splits=self.aggressive, escape=True, return_str=True)
+        tokens = tokenizer.tokenize(line, aggressive_dash_splits=self.aggressive, escape=True, return_str=True)
+        # tokenizer.perl since 2018 ("split final dots unconditionally"); sacremoses keeps e.g. a final "S." whole
+        return FINAL_DOT.sub(r"\1 .", tokens)
 
     def __getstate__(self) -> dict:
         return {"lang": self.lang, "normalize": self.normalize, "aggressive": self.aggressive, "_tools": None}

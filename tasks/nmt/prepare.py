@@ -57,9 +57,9 @@ def write_bpe_layout(splits: dict[str, tuple[list[str], list[str]]], out_dir: Pa
                      merges: int, tick: Tick = no_tick) -> None:
     """Joint BPE over tokenized splits into the text layout {train,valid,test}.{src,tgt} plus `code`, atomically."""
     codes = learn_joint_bpe([*splits["train"][0], *splits["train"][1]], merges)
-    bpe = ApplyBpe(codes)
     with atomic_folder(out_dir) as tmp:
         (tmp / "code").write_text(codes, encoding="utf-8")
+        bpe = ApplyBpe(tmp / "code")
         for split in SPLITS:
             for lang, lines in zip((src, tgt), splits[split], strict=True):
                 write_lines(tmp / f"{split}.{lang}", map(bpe, lines), tick)

@@ -19,8 +19,9 @@ from __future__ import annotations
 
 import argparse
 import io
+import shutil
 import tarfile
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from itertools import chain
@@ -32,12 +33,12 @@ from tasks.base import DataError
 from tasks.nmt.moses import MosesPipeline, clean_pairs, segments
 from tasks.nmt.staging import (
     ApplyBpe,
+    LinePool,
     Tick,
     atomic_folder,
     default_workers,
     learn_joint_bpe,
     lines_of,
-    ordered_map,
     read_text_lines,
     write_lines,
 )
@@ -148,6 +149,34 @@ def write_clean(src: Path, tgt: Path, out_src: Path, out_tgt: Path, tick: Tick) 
     return kept
 
 
+def run_script(raw: Path, folder: Path, icml17: bool, merges: int, pool: LinePool,
+               stage: Callable[[str], Tick]) -> dict[str, int]:
+    """The script's steps from "pre-processing train data..." on, its $tmp being folder/tmp; the split sizes."""
+    tmp = folder / "tmp"
+    tmp.mkdir()
+    for lang in (SRC, TGT):
+        tokenized = pool.map(MosesPipeline(lang, normalize=True, aggressive=True),
+                             release_lines(raw, train_files(icml17, lang)))
+        split_every(tokenized, VALID_EVERY, tmp / f"train.{lang}", tmp / f"valid.{lang}", stage(f"tokenize {lang}"))
+        test = pool.map(MosesPipeline(lang, aggressive=True), segments(release_lines(raw, [test_file(lang)])))
+        write_lines(tmp / f"test.{lang}", test, stage(f"tokenize test.{lang}"))
+    stage(f"learn BPE ({merges} merges)")
+    codes = learn_joint_bpe(chain(*(read_text_lines(tmp / f"train.{lang}") for lang in (SRC, TGT))), merges)
+    (folder / "code").write_text(codes, encoding="utf-8")
+    for lang in (SRC, TGT):
+        for split in ("train", "valid", "test"):
+            bpe = pool.map(ApplyBpe(folder / "code"), read_text_lines(tmp / f"{split}.{lang}"))
+            write_lines(tmp / f"bpe.{split}.{lang}", bpe, stage(f"apply BPE to {split}.{lang}"))
+    sizes = {split: write_clean(*(tmp / f"bpe.{split}.{lang}" for lang in (SRC, TGT)),
+                                *(folder / f"{split}.{lang}" for lang in (SRC, TGT)), stage(f"clean {split}"))
+             for split in ("train", "valid")}
+    for lang in (SRC, TGT):
+        (tmp / f"bpe.test.{lang}").rename(folder / f"test.{lang}")
+    sizes["test"] = sum(1 for _ in read_text_lines(folder / f"test.{SRC}"))
+    shutil.rmtree(tmp)
+    return sizes
+
+
 def prepare_wmt14(argv: list[str]) -> int:
     parser = argparse.ArgumentParser(prog="bench data prepare wmt14", description=__doc__.splitlines()[0])
     parser.add_argument("raw_dir", type=Path, help="prepare-wmt14en2de.sh's orig/: the release .tgz files or their "
@@ -168,38 +197,15 @@ def prepare_wmt14(argv: list[str]) -> int:
         raise DataError(f"{raw}: not a folder; RAW_DIR is prepare-wmt14en2de.sh's orig/ folder with the release "
                         ".tgz files (unpacked or not)")
     n_train, n_test = count_aligned(raw, args.icml17)
-    sizes = {}
-    with atomic_folder(out) as folder, Progress(transient=True) as progress:
-        tmp = folder / "tmp"
-        tmp.mkdir()
-        bar = progress.add_task("prepare wmt14", total=2 * (2 * n_train + 2 * n_test) + n_train)
-        tick: Tick = lambda n: progress.advance(bar, n)  # noqa: E731
-        for lang in (SRC, TGT):
-            progress.update(bar, description=f"tokenize train.{lang}")
-            pipeline = MosesPipeline(lang, normalize=True, aggressive=True)
-            tokenized = ordered_map(pipeline, release_lines(raw, train_files(args.icml17, lang)), args.workers)
-            split_every(tokenized, VALID_EVERY, tmp / f"train.{lang}", tmp / f"valid.{lang}", tick)
-            test = segments(release_lines(raw, [test_file(lang)]))
-            write_lines(tmp / f"test.{lang}", ordered_map(MosesPipeline(lang, aggressive=True), test, args.workers),
-                        tick)
-        progress.update(bar, description=f"learn BPE ({args.merges} merges)")
-        codes = learn_joint_bpe(chain(*(read_text_lines(tmp / f"train.{lang}") for lang in (SRC, TGT))), args.merges)
-        (folder / "code").write_text(codes, encoding="utf-8")
-        for lang in (SRC, TGT):
-            for split in ("train", "valid", "test"):
-                progress.update(bar, description=f"apply BPE to {split}.{lang}")
-                bpe = ordered_map(ApplyBpe(codes), read_text_lines(tmp / f"{split}.{lang}"), args.workers)
-                write_lines(tmp / f"bpe.{split}.{lang}", bpe, tick)
-        for split in ("train", "valid"):
-            progress.update(bar, description=f"clean {split}")
-            sizes[split] = write_clean(*(tmp / f"bpe.{split}.{lang}" for lang in (SRC, TGT)),
-                                       *(folder / f"{split}.{lang}" for lang in (SRC, TGT)), tick)
-        for lang in (SRC, TGT):
-            (tmp / f"bpe.test.{lang}").rename(folder / f"test.{lang}")
-        sizes["test"] = n_test
-        for path in tmp.iterdir():
-            path.unlink()
-        tmp.rmdir()
+    total = 2 * (2 * n_train + 2 * n_test) + n_train  # tokenize, apply BPE, clean
+    with atomic_folder(out) as folder, Progress(transient=True) as progress, LinePool(args.workers) as pool:
+        bar = progress.add_task("prepare wmt14", total=total)
+
+        def stage(description: str) -> Tick:
+            progress.update(bar, description=description)
+            return lambda n: progress.advance(bar, n)
+
+        sizes = run_script(raw, folder, args.icml17, args.merges, pool, stage)
     print(f"prepared {out}: " + ", ".join(f"{split} {n}" for split, n in sizes.items())
           + f" sentence pairs; train with task=wmt14_transformer task.data_dir={out}")
     return 0

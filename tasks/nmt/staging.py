@@ -77,31 +77,31 @@ def learn_joint_bpe(lines: Iterable[str], merges: int) -> str:
     return codes.getvalue()
 
 
-@dataclass
+@dataclass(unsafe_hash=True)
 class ApplyBpe:
-    """apply_bpe.py -c CODE as a picklable line -> line callable (the merge table is parsed on first use)."""
+    """apply_bpe.py -c CODE as a picklable, hashable line -> line callable (the merge table is read on first use,
+    in the process that runs it)."""
 
-    codes: str
-    _bpe: BPE | None = field(default=None, init=False, repr=False)
+    codes: Path
+    _bpe: BPE | None = field(default=None, init=False, repr=False, compare=False)
 
     def __call__(self, line: str) -> str:
         if self._bpe is None:
-            self._bpe = BPE(io.StringIO(self.codes))
+            with self.codes.open(encoding="utf-8") as f:
+                self._bpe = BPE(f)
         return self._bpe.process_line(line)
 
     def __getstate__(self) -> dict:
         return {"codes": self.codes, "_bpe": None}
 
 
-_installed: list[LineJob] = []
+_built: dict[LineJob, LineJob] = {}
 
 
-def _install(job: LineJob) -> None:
-    _installed[:] = [job]
-
-
-def _run_installed(chunk: list[str]) -> list[str]:
-    return [_installed[0](line) for line in chunk]
+def _run_chunk(job: LineJob, chunk: list[str]) -> list[str]:
+    """In a worker: the job as first built there (its tools kept between chunks), on one chunk."""
+    job = _built.setdefault(job, job)
+    return [job(line) for line in chunk]
 
 
 def chunks(lines: Iterable[str], size: int) -> Iterator[list[str]]:
@@ -115,18 +115,31 @@ def chunks(lines: Iterable[str], size: int) -> Iterator[list[str]]:
         yield chunk
 
 
-def ordered_map(job: LineJob, lines: Iterable[str], workers: int, chunk: int = CHUNK_LINES) -> Iterator[str]:
-    """job(line) for every line, in input order; with workers > 1 in that many processes, chunked, a bounded
-    window ahead so the input is streamed, never held."""
-    if workers <= 1:
-        yield from map(job, lines)
-        return
-    context = multiprocessing.get_context("spawn")
-    with ProcessPoolExecutor(workers, mp_context=context, initializer=_install, initargs=(job,)) as pool:
+class LinePool:
+    """`workers` processes for the per-line steps, started once per preparation; one worker runs in-process."""
+
+    def __init__(self, workers: int) -> None:
+        self.workers = workers
+        context = multiprocessing.get_context("spawn")
+        self.executor = ProcessPoolExecutor(workers, mp_context=context) if workers > 1 else None
+
+    def __enter__(self) -> LinePool:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self.executor is not None:
+            self.executor.shutdown(cancel_futures=True)
+
+    def map(self, job: LineJob, lines: Iterable[str], chunk: int = CHUNK_LINES) -> Iterator[str]:
+        """job(line) for every line, in input order: chunks handed to the workers a bounded window ahead, so the
+        input is streamed, never held. `job` must be picklable and hashable (built once per worker)."""
+        if self.executor is None:
+            yield from map(job, lines)
+            return
         pending: deque[Future[list[str]]] = deque()
         for part in chunks(lines, chunk):
-            pending.append(pool.submit(_run_installed, part))
-            if len(pending) > 2 * workers:
+            pending.append(self.executor.submit(_run_chunk, job, part))
+            if len(pending) > 2 * self.workers:
                 yield from pending.popleft().result()
         while pending:
             yield from pending.popleft().result()
