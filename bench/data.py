@@ -15,6 +15,7 @@ from bench.errors import UsageError
 # name -> "module:function"
 PREPARERS: dict[str, str] = {
     "iwslt14": "tasks.nmt.prepare:prepare_iwslt14",
+    "wmt14": "tasks.nmt.prepare_wmt14:prepare_wmt14",
     "criteo_dlrm": "tasks.dlrm.prepare:prepare_criteo",
     "imagenet": "tasks.imagenet.layout:prepare",
     "wikitext103": "tasks.lm.corpus:prepare_wikitext",

@@ -1,10 +1,12 @@
 """Translation fixtures from the real Multi30k (German-English) in ../shared/data: the tokenized files turned into
 prepare-iwslt14.sh's text layout with the project's own BPE, a data-bin by the project's own writer, and the raw
-sentences laid out as the IWSLT14 release for the preparation code."""
+sentences laid out as the IWSLT14 and WMT14 releases for the preparation code."""
 
 from __future__ import annotations
 
 import gzip
+import io
+import tarfile
 from pathlib import Path
 
 import pytest
@@ -65,3 +67,34 @@ def write_iwslt_release(out: Path, n_train: int = 300, n_test: int = 20) -> Path
                    f'<doc docid="1" genre="lectures">\n<talkid>1</talkid>\n{body}\n</doc>\n</srcset>\n</mteval>\n')
             (folder / f"{name}.de-en.{lang}.xml").write_text(xml, encoding="utf-8")
     return out
+
+
+def write_wmt14_release(out: Path, crafted: list[dict[str, str]], test_crafted: list[dict[str, str]],
+                        sizes: tuple[int, int, int] = (150, 100, 60), n_test: int = 20
+                        ) -> tuple[Path, dict[str, list[str]]]:
+    """Raw Multi30k sentences in prepare-wmt14en2de.sh's orig/ layout: training/europarl-v7.de-en.*,
+    commoncrawl.de-en.* left packed in training-parallel-commoncrawl.tgz (with the `crafted` pairs first),
+    training/news-commentary-v12.de-en.*, and test-full/newstest2014-deen-{src.en,ref.de}.sgm (`test_crafted`
+    first). Returns the folder and the concatenated training lines per language, in the order the script cats them."""
+    raw = {lang: gzip.decompress((multi30k_dir() / f"train.{lang}.gz").read_bytes()).decode("utf-8").splitlines()
+           for lang in ("de", "en")}
+    ends = [sum(sizes[:i + 1]) for i in range(3)]
+    parts = {lang: [raw[lang][:ends[0]], [pair[lang] for pair in crafted] + raw[lang][ends[0]:ends[1]],
+                    raw[lang][ends[1]:ends[2]]] for lang in ("de", "en")}
+    (out / "training").mkdir(parents=True)
+    with tarfile.open(out / "training-parallel-commoncrawl.tgz", "w:gz") as tgz:
+        for lang in ("de", "en"):
+            (out / f"training/europarl-v7.de-en.{lang}").write_text("\n".join(parts[lang][0]) + "\n", "utf-8")
+            data = ("\n".join(parts[lang][1]) + "\n").encode("utf-8")
+            member = tarfile.TarInfo(f"commoncrawl.de-en.{lang}")
+            member.size = len(data)
+            tgz.addfile(member, io.BytesIO(data))
+            (out / f"training/news-commentary-v12.de-en.{lang}").write_text("\n".join(parts[lang][2]) + "\n", "utf-8")
+    (out / "test-full").mkdir()
+    for lang, side, tag in (("en", "src", "srcset"), ("de", "ref", "refset")):
+        segs = [pair[lang] for pair in test_crafted] + raw[lang][ends[2]:ends[2] + n_test]
+        body = "\n".join(f'<seg id="{i}">{s}</seg>' for i, s in enumerate(segs, 1))
+        sgm = (f'<{tag} setid="newstest2014" srclang="any" trglang="de">\n<doc sysid="{side}" docid="1012-bbc" '
+               f'genre="news" origlang="en">\n<p>\n{body}\n</p>\n</doc>\n</{tag}>\n')
+        (out / f"test-full/newstest2014-deen-{side}.{lang}.sgm").write_text(sgm, encoding="utf-8")
+    return out, {lang: [line for part in parts[lang] for line in part] for lang in ("de", "en")}

@@ -16,7 +16,8 @@ from tasks.base import DataError
 from tasks.nmt.batching import batch_by_size
 from tasks.nmt.dictionary import Dictionary
 from tasks.nmt.indexed import MAGIC, read_indexed, write_indexed
-from tasks.nmt.prepare import clean_corpus, prepare_iwslt14
+from tasks.nmt.moses import clean_corpus
+from tasks.nmt.prepare import prepare_iwslt14
 from tasks.nmt.task import TranslationTask
 from tests.conftest import bench
 from tests.nmt_fixtures import write_data_bin_from, write_iwslt_release, write_text_layout

@@ -12,19 +12,16 @@ temporary folder first and renamed, so an interrupted run leaves nothing half-wr
 from __future__ import annotations
 
 import argparse
-import io
 import re
-import shutil
 import tarfile
 from collections.abc import Callable, Iterable
 from pathlib import Path
 
 from rich.progress import Progress
-from sacremoses import MosesTokenizer
-from subword_nmt.apply_bpe import BPE
-from subword_nmt.learn_bpe import learn_bpe
 
 from tasks.base import DataError
+from tasks.nmt.moses import MosesPipeline, clean_corpus, segments
+from tasks.nmt.staging import ApplyBpe, Tick, atomic_folder, learn_joint_bpe, no_tick, text_lines, write_lines
 from tasks.nmt.text import SPLITS
 
 PAIR = "de-en"
@@ -33,94 +30,39 @@ TEST_SETS = ("IWSLT14.TED.dev2010", "IWSLT14.TEDX.dev2012", "IWSLT14.TED.tst2010
              "IWSLT14.TED.tst2012")
 DROP_TAGS = ("<url>", "<talkid>", "<keywords>")
 STRIP_TAGS = re.compile(r"</?title>|</?description>")
-SEG_OPEN = re.compile(r'<seg id="[0-9]*">\s*')
-SEG_CLOSE = re.compile(r"\s*</seg>\s*")
 VALID_EVERY = 23
 LAYOUT = (f"expected the IWSLT14 release: RAW_DIR/{PAIR}/ (or RAW_DIR itself, or de-en.tgz) with "
           f"{TRAIN_FILE.format(lang='{de,en}')} and {', '.join(TEST_SETS)}.de-en.{{de,en}}.xml "
           "(https://wit3.fbk.eu/archive/2014-01/texts/de/en/de-en.tgz, as prepare-iwslt14.sh downloads it)")
 
-Tick = Callable[[int], None]
-
 
 def moses_tokenize(lines: Iterable[str], lang: str, tick: Tick) -> list[str]:
     """tokenizer.perl -l LANG (escaping on, no aggressive hyphen splitting)."""
-    tokenizer = MosesTokenizer(lang=lang)
-    out = []
-    for line in lines:
-        out.append(tokenizer.tokenize(line.strip(), escape=True, return_str=True))
-        tick(1)
+    tokenize = MosesPipeline(lang)
+    out = [tokenize(line) for line in lines]
+    tick(len(out))
     return out
 
 
-def normalise_space(line: str, strip_bars: bool) -> str:
-    if strip_bars:
-        line = line.replace("|", "")
-    return re.sub(r"\s+", " ", line).strip(" ")
-
-
-def clean_corpus(src: list[str], tgt: list[str], ratio: float = 1.5, min_len: int = 1, max_len: int = 175,
-                 max_word_length: int = 1000) -> tuple[list[str], list[str]]:
-    """clean-corpus-n.perl -ratio RATIO corpus src tgt out MIN MAX: whitespace collapsed, `|` removed unless
-    the first line is factored, empty, too short/long, too unequal or over-long-word pairs dropped."""
-    factored = bool(src) and ("|" in src[0] or "|" in tgt[0])
-    long_word = re.compile(r"[^\s|]{" + str(max_word_length + 1) + "}")
-    kept_src, kept_tgt = [], []
-    for s, t in zip(src, tgt, strict=True):
-        s, t = normalise_space(s, not factored), normalise_space(t, not factored)
-        if not s or not t:
-            continue
-        ns, nt = len(s.split(" ")), len(t.split(" "))
-        if not (min_len <= ns <= max_len and min_len <= nt <= max_len) or ns / nt > ratio or nt / ns > ratio:
-            continue
-        if long_word.search(s) or long_word.search(t):
-            continue
-        kept_src.append(s)
-        kept_tgt.append(t)
-    return kept_src, kept_tgt
-
-
 def train_lines(text: str) -> list[str]:
-    lines = [line for line in text.splitlines() if not any(tag in line for tag in DROP_TAGS)]
+    lines = [line for line in text_lines(text) if not any(tag in line for tag in DROP_TAGS)]
     return [STRIP_TAGS.sub("", line) for line in lines]
 
 
 def xml_segments(text: str) -> list[str]:
-    lines = [line for line in text.splitlines() if "<seg id" in line]
-    return [SEG_CLOSE.sub("", SEG_OPEN.sub("", line)).replace("\u2019", "'") for line in lines]
-
-
-def learn_joint_bpe(train_src: list[str], train_tgt: list[str], merges: int) -> str:
-    """learn_bpe.py -s MERGES on train.SRC followed by train.TGT; returns the codes file's text."""
-    codes = io.StringIO()
-    learn_bpe(io.StringIO("".join(f"{line}\n" for line in [*train_src, *train_tgt])), codes, merges)
-    return codes.getvalue()
-
-
-def apply_bpe(codes: str, lines: list[str], tick: Tick) -> list[str]:
-    bpe = BPE(io.StringIO(codes))
-    out = []
-    for line in lines:
-        out.append(bpe.process_line(line))
-        tick(1)
-    return out
+    return list(segments(text_lines(text)))
 
 
 def write_bpe_layout(splits: dict[str, tuple[list[str], list[str]]], out_dir: Path, src: str, tgt: str,
-                     merges: int, tick: Tick = lambda n: None) -> None:
+                     merges: int, tick: Tick = no_tick) -> None:
     """Joint BPE over tokenized splits into the text layout {train,valid,test}.{src,tgt} plus `code`, atomically."""
-    codes = learn_joint_bpe(*splits["train"], merges)
-    tmp = out_dir.with_name(out_dir.name + ".partial")
-    shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir(parents=True)
-    (tmp / "code").write_text(codes, encoding="utf-8")
-    for split in SPLITS:
-        for lang, lines in zip((src, tgt), splits[split], strict=True):
-            text = "".join(f"{line}\n" for line in apply_bpe(codes, lines, tick))
-            (tmp / f"{split}.{lang}").write_text(text, encoding="utf-8")
-    if out_dir.exists():
-        shutil.rmtree(out_dir)
-    tmp.rename(out_dir)
+    codes = learn_joint_bpe([*splits["train"][0], *splits["train"][1]], merges)
+    with atomic_folder(out_dir) as tmp:
+        (tmp / "code").write_text(codes, encoding="utf-8")
+        bpe = ApplyBpe(tmp / "code")
+        for split in SPLITS:
+            for lang, lines in zip((src, tgt), splits[split], strict=True):
+                write_lines(tmp / f"{split}.{lang}", map(bpe, lines), tick)
 
 
 def raw_reader(raw: Path) -> Callable[[str], str]:

@@ -12,7 +12,8 @@ SPLITS = ("train", "valid", "test")
 
 def text_layout(src: str, tgt: str) -> str:
     return (f"expected {', '.join(f'{s}.{src}/{s}.{tgt}' for s in SPLITS)} (the output folder of fairseq's "
-            f"prepare-iwslt14.sh, e.g. iwslt14.tokenized.de-en/, or `bench data prepare iwslt14 RAW OUT`)")
+            "prepare-iwslt14.sh or prepare-wmt14en2de.sh, e.g. iwslt14.tokenized.de-en/, or "
+            "`bench data prepare iwslt14|wmt14 RAW OUT`)")
 
 
 def is_text_layout(folder: Path, src: str, tgt: str) -> bool:
