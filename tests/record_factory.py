@@ -42,9 +42,14 @@ def make_record(*, task: str = "digits", optimizer: str = "adam", seed: int = 0,
     }
 
 
-def write_record(root: Path, **kwargs: Any) -> Path:
-    """Write one record under root/<study>/<run_id>/record.json and return its path."""
+def write_record(root: Path, *, config: dict[str, Any] | None = None, optimizer_config: dict[str, Any] | None = None,
+                 run_id: str | None = None, **kwargs: Any) -> Path:
+    """Write one record under root/<study>/<run_id>/record.json and return its path; `config` and
+    `optimizer_config` update the record's config (a sweep's swept keys), `run_id` names the run."""
     rec = make_record(**kwargs)
+    rec["config"].update(config or {})
+    rec["config"]["optimizer"].update(optimizer_config or {})
+    rec["run_id"] = run_id or rec["run_id"]
     path = root / rec["study"] / rec["run_id"] / "record.json"
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(rec, indent=1))

@@ -3,22 +3,17 @@ with the grid taken from the runs and diverged runs counted apart."""
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 from bench import report
 from bench.recordset import load
-from tests.record_factory import make_record
+from tests.record_factory import write_record
 
 
 def write(root: Path, task: str, optimizer: str, lr: float, seed: int, top1: float | None) -> None:
-    rec = make_record(task=task, optimizer=optimizer, seed=seed, study="zoo_lr_sweep", metric="top1",
-                      curve=[top1 or 10.0], status="completed" if top1 is not None else "diverged")
-    rec["config"]["optimizer"]["lr"] = lr
-    rec["run_id"] = f"{task}-{optimizer}-{lr}-{seed}"
-    path = root / "zoo_lr_sweep" / rec["run_id"] / "record.json"
-    path.parent.mkdir(parents=True)
-    path.write_text(json.dumps(rec))
+    write_record(root, task=task, optimizer=optimizer, seed=seed, study="zoo_lr_sweep", metric="top1",
+                 curve=[top1 or 10.0], status="completed" if top1 is not None else "diverged",
+                 optimizer_config={"lr": lr}, run_id=f"{task}-{optimizer}-{lr}-{seed}")
 
 
 def test_lr_table_has_a_row_per_task_and_optimizer_and_a_column_per_lr_that_ran(tmp_path: Path) -> None:
@@ -38,12 +33,8 @@ def test_lr_table_has_a_row_per_task_and_optimizer_and_a_column_per_lr_that_ran(
 
 def test_lr_scale_table_groups_glue_tuning_runs_by_multiplier(tmp_path: Path) -> None:
     for scale, score in ((0.33, 70.0), (1.0, 75.0), (3.33, 72.0)):
-        rec = make_record(task="glue_rte", optimizer="adamw", seed=0, study="tune", metric="accuracy", curve=[score])
-        rec["config"]["lr_scale"] = scale
-        rec["run_id"] = f"rte-{scale}"
-        path = tmp_path / "tune" / rec["run_id"] / "record.json"
-        path.parent.mkdir(parents=True)
-        path.write_text(json.dumps(rec))
+        write_record(tmp_path, task="glue_rte", optimizer="adamw", seed=0, study="tune", metric="accuracy",
+                     curve=[score], config={"lr_scale": scale}, run_id=f"rte-{scale}")
     (table,) = report.build(load(tmp_path), "lr_scale")
     assert table.columns == ["task", "optimizer", "lr_scale=0.33", "lr_scale=1", "lr_scale=3.33"]
     assert table.rows == [["glue_rte", "adamw", "70.000 (n=1)", "75.000 (n=1)", "72.000 (n=1)"]]

@@ -2,26 +2,20 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 from bench import report
 from bench.recordset import load
-from tests.record_factory import make_record
+from tests.record_factory import write_record
 
 
 def write(root: Path, optimizer: str, seed: int, bleu: float | None, *, lr_scale: float | None = None,
           block_size: int | None = None) -> None:
-    rec = make_record(task="iwslt14_transformer", optimizer=optimizer, seed=seed, study="nmt", metric="bleu",
-                      curve=[bleu or 1.0], status="completed" if bleu is not None else "diverged")
-    if lr_scale is not None:
-        rec["config"]["lr_scale"] = lr_scale
-    if block_size is not None:
-        rec["config"]["optimizer"]["block_size"] = block_size
-    rec["run_id"] = f"{optimizer}-{seed}-{lr_scale}-{block_size}"
-    path = root / "nmt" / rec["run_id"] / "record.json"
-    path.parent.mkdir(parents=True)
-    path.write_text(json.dumps(rec))
+    write_record(root, task="iwslt14_transformer", optimizer=optimizer, seed=seed, study="nmt", metric="bleu",
+                 curve=[bleu or 1.0], status="completed" if bleu is not None else "diverged",
+                 config={} if lr_scale is None else {"lr_scale": lr_scale},
+                 optimizer_config={} if block_size is None else {"block_size": block_size},
+                 run_id=f"{optimizer}-{seed}-{lr_scale}-{block_size}")
 
 
 def test_table6_and_table7_group_runs_by_the_swept_value(tmp_path: Path) -> None:
