@@ -41,3 +41,11 @@ def test_run_id_ignores_paths_but_not_semantics() -> None:
     assert run_id_of(base) == run_id_of(compose_config(["seed=1", "paths.runs=/elsewhere", "study=x"]))
     assert run_id_of(base) != run_id_of(compose_config(["seed=2"]))
     assert run_id_of(base) != run_id_of(compose_config(["seed=1", "trainer.epochs=3"]))
+
+
+def test_a_key_added_at_its_neutral_default_leaves_the_run_id_alone() -> None:
+    """trainer.test_on came after runs were recorded: at `last` (the old behaviour) it is not in the hash."""
+    base = compose_config(["seed=1"])
+    without = compose_config(["seed=1", "~trainer.test_on"])
+    assert run_id_of(base) == run_id_of(without)
+    assert run_id_of(base) != run_id_of(compose_config(["seed=1", "trainer.test_on=best"]))
