@@ -10,10 +10,17 @@ from hydra import compose, initialize_config_dir
 from omegaconf import DictConfig, OmegaConf
 
 from bench.errors import UsageError
+from bench.snapshots import TEST_ON
 
 CONF_DIR = Path(os.environ.get("BENCH_CONF_DIR", Path(__file__).resolve().parents[1] / "conf"))
 GROUPS = ("task", "optimizer", "experiment", "trainer", "logger", "launcher", "recipe")
 WANDB_MODES = ("offline", "online", "disabled")
+
+
+def divide(a: float, b: float) -> float:
+    if float(b) == 0.0:
+        raise ZeroDivisionError(f"${{div:{a},{b}}} divides by zero (is a multiplier such as lr_scale 0?)")
+    return float(a) / float(b)
 
 
 def register_resolvers() -> None:
@@ -22,7 +29,7 @@ def register_resolvers() -> None:
     from bench.gpus import parallel_jobs
 
     if not OmegaConf.has_resolver("div"):
-        OmegaConf.register_new_resolver("div", lambda a, b: float(a) / float(b))
+        OmegaConf.register_new_resolver("div", divide)
     if not OmegaConf.has_resolver("bench_gpus"):
         OmegaConf.register_new_resolver("bench_gpus", parallel_jobs)
 
@@ -37,6 +44,17 @@ def compose_config(overrides: list[str]) -> DictConfig:
     """Compose conf/ as `bench run` would, without running anything."""
     with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
         return compose("config", overrides=overrides)
+
+
+def check_test_on(trainer: DictConfig) -> None:
+    """`trainer.test_on` is `last` or `best`, and `best` excludes checkpoint averaging (two answers to one
+    question)."""
+    if trainer.test_on not in TEST_ON:
+        raise UsageError(f"trainer.test_on={trainer.test_on}: expected one of {', '.join(TEST_ON)}")
+    if trainer.test_on == "best" and trainer.average_last:
+        raise UsageError(f"trainer.test_on=best with trainer.average_last={trainer.average_last}: the final test "
+                         "takes either the best epoch's weights or an average; set trainer.average_last=0 or "
+                         "test_on=last")
 
 
 def check_config(cfg: DictConfig) -> None:
@@ -75,6 +93,7 @@ def check_config(cfg: DictConfig) -> None:
     if cfg.trainer.amp == "fp16" and is_hessian_optimizer(cfg.optimizer):
         raise UsageError(f"trainer.amp=fp16 with optimizer={cfg.optimizer.name}: loss scaling would scale the "
                          "Hessian estimate; use trainer.amp=bf16")
+    check_test_on(cfg.trainer)
     if cfg.trainer.sync_bn and world_size > 1 and not cuda:
         raise UsageError("trainer.sync_bn=true needs CUDA (SyncBatchNorm has no CPU kernel); drop it or use "
                          "trainer.device=cuda")

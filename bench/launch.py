@@ -16,6 +16,7 @@ from hydra.core.override_parser.overrides_parser import OverridesParser
 from hydra.errors import HydraException
 from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf
+from omegaconf.errors import InterpolationResolutionError
 
 from bench.atomic import StorageError, write_atomic
 from bench.config import CONF_DIR, GROUPS, check_config, choices, compose_config, register_resolvers
@@ -90,8 +91,12 @@ def validate(overrides: list[str]) -> None:
     for composition in sweep_compositions(overrides):
         try:
             cfg = compose_config(composition)
+            OmegaConf.to_container(cfg, resolve=True)  # a recipe's ${div:...} on a bad value fails here, in one line
         except HydraException as exc:
             raise UsageError(describe_composition_error(exc, composition)) from None
+        except InterpolationResolutionError as exc:
+            raise UsageError(f"{exc.full_key}: {str(exc).splitlines()[0]}; check the values it is computed from "
+                             f"({' '.join(composition) or 'the defaults'})") from None
         check_config(cfg)
         check_writable(Path(cfg.paths.runs) / cfg.study)
         unused = cfg.task.get("batch_size_unused")

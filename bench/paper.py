@@ -70,13 +70,14 @@ class Sweep:
     optimizers: tuple[str, ...]
     metric: str = "bleu"
     source: str | None = None  # where the reference values come from; None: no paper has them
+    absent: float | None = None  # the value of a run that does not set `key` (None: such a run is not in the table)
 
 
 # The reference CSV names a swept cell's optimizer `adamw@lr_scale=2`, `adahessian@block_size=32`.
 SWEEPS: dict[str, Sweep] = {sweep.name: sweep for sweep in (
     Sweep("table6", "Table 6: IWSLT14 test BLEU with the recipe lr scaled (lr_scale)", "iwslt14_transformer",
           "lr_scale", (0.5, 1.0, 2.0, 3.0, 4.0, 5.0, 6.0, 10.0), ("adamw", "adahessian"),
-          source="arXiv 2006.00719v2 Table 6"),
+          source="arXiv 2006.00719v2 Table 6", absent=1.0),
     Sweep("table7", "Table 7: IWSLT14 test BLEU by AdaHessian block size", "iwslt14_transformer", "block_size",
           (1, 2, 4, 8, 16, 32, 64, 128), ("adahessian",), source="arXiv 2006.00719v2 Table 7"),
     Sweep("lr", "Learning-rate sweep: the task's metric by optimizer.lr (e.g. experiment=zoo_lr_sweep)", None, "lr",
@@ -92,27 +93,31 @@ def sweep_label(optimizer: str, key: str, value: float) -> str:
 
 def sweep(table: Sweep, runs: pd.DataFrame, reference: pd.DataFrame) -> pd.DataFrame:
     """One row per (task, optimizer, value): completed runs, mean ± std of their result, diverged count, the
-    paper's value and ours minus it (a reference row with no value is a run the paper reports as diverged).
-    Values that ran but the paper lacks are added."""
+    paper's value and ours minus it (a reference row with no value whose source says "Diverge" is a run the paper
+    reports as diverged). Rows are run labels (`adam→lbfgs` apart from `adam`). Values that ran but the paper
+    lacks are added; a run without the key takes `table.absent`, or is left out when there is none."""
     mine = runs if table.task is None else runs[runs["task"] == table.task]
+    mine = mine.assign(value=mine[table.key] if table.absent is None else mine[table.key].fillna(table.absent))
+    mine = mine.dropna(subset=["value"])
     if table.optimizers:
-        mine = mine[mine["optimizer"].isin(table.optimizers)]
-    values = sorted(set(table.values) | set(mine[table.key].dropna()))
-    ref = reference[reference["table"] == table.name].set_index("optimizer")["mean"]
+        mine = mine[mine["label"].isin(table.optimizers)]
+    values = sorted(set(table.values) | set(mine["value"]))
+    ref = reference[reference["table"] == table.name].set_index("optimizer")
+    diverged = set(ref.index[ref["mean"].isna() & ref["source"].str.contains("Diverge")])  # the paper's "Diverge"
     tasks = [table.task] if table.task else list(dict.fromkeys(mine["task"]))
     rows = []
     for task in tasks:
         here = mine[mine["task"] == task]
         metric = table.metric or (str(here["metric"].iloc[0]) if len(here) else "")
-        for opt in table.optimizers or list(dict.fromkeys(here["optimizer"])):
+        for opt in table.optimizers or list(dict.fromkeys(here["label"])):
             for value in values:
-                group = here[(here["optimizer"] == opt) & (here[table.key] == value)]
+                group = here[(here["label"] == opt) & (here["value"] == value)]
                 done = group.loc[group["status"] == "completed", "final"].dropna()
+                label = sweep_label(opt, table.key, value)
                 rows.append({"task": task, "optimizer": opt, "value": value, "n": len(done), "mean": done.mean(),
                              "std": done.std(ddof=1), "n_diverged": int((group["status"] == "diverged").sum()),
-                             "paper": ref.get(sweep_label(opt, table.key, value), float("nan")), "metric": metric,
-                             "paper_diverged": bool(sweep_label(opt, table.key, value) in ref.index
-                                                    and pd.isna(ref.get(sweep_label(opt, table.key, value))))})
+                             "paper": ref["mean"].get(label, float("nan")), "metric": metric,
+                             "paper_diverged": label in diverged})
     out = pd.DataFrame(rows, columns=["task", "optimizer", "value", "n", "mean", "std", "n_diverged", "paper",
                                       "metric", "paper_diverged"])
     out["diff"] = out["mean"] - out["paper"]

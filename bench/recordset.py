@@ -78,11 +78,17 @@ def _run_row(rec: dict[str, Any], path: Path) -> dict[str, Any]:
         "items_per_s": _number(cost.get("items_per_s")),
         "data_wait_frac": _number(cost.get("data_wait_frac")),
         "target": _number(task_cfg.get("target")),
-        "lr": _number(opt_cfg.get("lr")),  # experiment=zoo_lr_sweep
-        "lr_scale": _number(config.get("lr_scale", 1.0)),  # experiment=paper_lr_scaling (Table 6)
+        "lr": _significant(_number(opt_cfg.get("lr"))),  # experiment=zoo_lr_sweep
+        "lr_scale": _number(config.get("lr_scale")),  # experiment=paper_lr_scaling (Table 6), paper_glue_tune
         "block_size": _number(opt_cfg.get("block_size")),  # AdaHessian's averaging block (Table 7)
         "path": str(path),
     }
+
+
+def _significant(x: float) -> float:
+    """`x` to 6 significant digits, so that lrs one float step apart (3e-4 read back as 0.00030000000000000003)
+    fall in one sweep column."""
+    return x if math.isnan(x) or x == 0 else float(f"{x:.6g}")
 
 
 def _companion(rec: dict[str, Any]) -> dict[str, Any] | None:

@@ -35,7 +35,7 @@ from bench.preemption import Preempted, PreemptionGuard
 from bench.progress import TrainProgress
 from bench.records import RECORD_NAME, SCHEMA, environment, now, read_record, run_id_of, write_record
 from bench.schedules import Schedule
-from bench.snapshots import TEST_ON, average_snapshots, clear_snapshots, load_best, save_if_best, save_snapshot
+from bench.snapshots import average_snapshots, clear_snapshots, load_best, save_if_best, save_snapshot
 from bench.step import Diverged, autocast, train_step
 from bench.switch import OptimizerSwitch
 from tasks.base import DataError, Task
@@ -45,15 +45,6 @@ warnings.filterwarnings("ignore", message=r"Using backward\(\) with create_graph
 FINAL_STATUSES = ("completed", "diverged")
 # Task config keys for the harness, not the task's constructor.
 TASK_HARNESS_KEYS = ("name", "target", "batch_size_unused", "routes", "model_note")
-
-
-def check_test_on(cfg: Any) -> None:
-    """`trainer.test_on` is `last` or `best`, and `best` excludes checkpoint averaging (two answers to one question)."""
-    if cfg.test_on not in TEST_ON:
-        raise UsageError(f"trainer.test_on={cfg.test_on}: expected one of {', '.join(TEST_ON)}")
-    if cfg.test_on == "best" and cfg.average_last:
-        raise UsageError(f"trainer.test_on=best with trainer.average_last={cfg.average_last}: the final test takes "
-                         "either the best epoch's weights or an average; set trainer.average_last=0 or test_on=last")
 
 
 @dataclass
@@ -189,6 +180,9 @@ class Runner:
 
     def run_task(self, task: Task) -> str:
         cfg = self.cfg
+        if cfg.trainer.test_on == "best" and type(task).test is Task.test:
+            raise UsageError(f"trainer.test_on=best: task {cfg.task.name} has no final test (Task.test) to run on "
+                             "the best epoch's weights; its result is its last evaluation. Use trainer.test_on=last")
         if self.device.type == "cuda":  # only once the allocator has been used on the device, else it raises
             torch.cuda.reset_peak_memory_stats(self.device)
         model = self.dist.prepare_model(task.build_model().to(self.device), cfg.trainer.sync_bn)
@@ -215,7 +209,8 @@ class Runner:
             self.dist.print(f"resume {self.label} from step {state.step} ({self.run_dir})")
         if cfg.force and self.dist.is_main:
             remove_checkpoints(self.run_dir)
-            clear_snapshots(self.run_dir)
+        if (cfg.force or checkpoint is None) and self.dist.is_main:
+            clear_snapshots(self.run_dir)  # a run that starts over keeps no weights of an earlier attempt
         attach = getattr(optimizer, "attach", None)
         if callable(attach):
             attach(self.dist.unwrap(model))
@@ -263,7 +258,6 @@ class Runner:
               guard: PreemptionGuard) -> None:
         cfg = self.cfg.trainer
         uses_harness_hvp(cfg.hessian_batch_fraction, cfg.hvp_mode)  # a bad value stops here, before any step
-        check_test_on(cfg)
         scaler = torch.amp.GradScaler("cuda") if cfg.amp == "fp16" else None
         total = cfg.epochs * steps_per_epoch
         model.train()

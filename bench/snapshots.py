@@ -38,19 +38,24 @@ def best_epoch(history: list[dict[str, Any]], name: str, mode: str) -> int:
 
 
 def save_if_best(run_dir: Path, history: list[dict[str, Any]], name: str, mode: str, model: nn.Module) -> None:
-    """Keep this epoch's weights as the best ones when its evaluation is the best so far."""
+    """Keep this epoch's weights, tagged with the epoch, as the best ones when its evaluation is the best so far."""
     if best_epoch(history, name, mode) == len(history) - 1:
-        state = {k: v.detach().cpu() for k, v in model.state_dict().items()}
-        write_atomic(run_dir / SNAPSHOT_DIR / BEST, lambda f: torch.save(state, f))
+        saved = {"epoch": history[-1]["epoch"], "state": {k: v.detach().cpu() for k, v in model.state_dict().items()}}
+        write_atomic(run_dir / SNAPSHOT_DIR / BEST, lambda f: torch.save(saved, f))
 
 
 def load_best(run_dir: Path, history: list[dict[str, Any]], name: str, mode: str, model: nn.Module) -> str:
-    """Load the best epoch's weights into `model` and say which they are."""
+    """Load the best epoch's weights into `model` and say which they are. A snapshot of another epoch (one a
+    resume from an older checkpoint redid) is not the best epoch's: the final weights stay, and the record says so."""
     path = run_dir / SNAPSHOT_DIR / BEST
     if not history or not path.is_file():
         return "the final weights (no best-epoch snapshot was kept)"
-    model.load_state_dict(torch.load(path, map_location="cpu", weights_only=True))
     best = history[best_epoch(history, name, mode)]
+    saved = torch.load(path, map_location="cpu", weights_only=True)
+    if saved["epoch"] != best["epoch"]:
+        return (f"the final weights (the snapshot kept is epoch {saved['epoch']}'s, not the best epoch "
+                f"{best['epoch']}'s)")
+    model.load_state_dict(saved["state"])
     return f"the weights at the end of epoch {best['epoch']}, the best valid {name} ({best['metrics'][name]:.6g})"
 
 

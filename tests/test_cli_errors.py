@@ -28,6 +28,9 @@ BAD_OVERRIDES = [
     (["trainer.epochs=2.5"], "trainer.epochs=2.5: must be an integer >= 1"),
     (["seed=abc"], "seed=abc: must be an integer >= 0"),
     (["trainer.device=tpu"], "trainer.device=tpu: expected one of auto|cpu|cuda"),
+    (["task=iwslt14_transformer", "optimizer=adamw", "+lr_scale=0"], "divides by zero (is a multiplier such as "
+                                                                     "lr_scale 0?)"),
+    (["trainer.test_on=first"], "trainer.test_on=first: expected one of last, best"),
 ]
 
 

@@ -19,15 +19,15 @@ from tasks.tensor_data import TensorClassificationTask
 CPU = torch.device("cpu")
 
 
-def test_nmt_sub_batch_equals_the_bucket_collated_from_its_first_sentences() -> None:
+def test_nmt_sub_batch_equals_the_bucket_collated_from_its_strided_sentences() -> None:
     rng = np.random.default_rng(0)
-    src = [rng.integers(4, 40, size=n) for n in (3, 9, 5, 7)]
-    tgt = [rng.integers(4, 40, size=n) for n in (8, 2, 4, 6)]
-    ids = np.arange(4)
-    got, want = nmt_head(collate(src, tgt, ids, CPU), 0.5), collate(src, tgt, ids[:2], CPU)
-    for name in ("src", "prev", "target", "ids"):
-        assert torch.equal(getattr(got, name), getattr(want, name)), name  # padding trimmed to the first two
-    assert got.ntokens == want.ntokens == 10
+    src = [rng.integers(4, 40, size=n) for n in (3, 9, 5, 7, 2, 4)]
+    tgt = [rng.integers(4, 40, size=n) for n in (8, 2, 4, 6, 3, 5)]
+    ids = np.arange(6)
+    got, want = nmt_head(collate(src, tgt, ids, CPU), 0.5), collate(src, tgt, ids[[0, 2, 5]], CPU)
+    for name in ("src", "prev", "target", "ids", "src_lens", "tgt_lens"):
+        assert torch.equal(getattr(got, name), getattr(want, name)), name  # rows 0, 2, 5; padding trimmed
+    assert got.ntokens == want.ntokens == 17
     assert nmt_head(collate(src, tgt, ids, CPU), 0.01).ids.tolist() == [0]  # never empty
 
 

@@ -35,6 +35,10 @@ def test_lr_scale_table_groups_glue_tuning_runs_by_multiplier(tmp_path: Path) ->
     for scale, score in ((0.33, 70.0), (1.0, 75.0), (3.33, 72.0)):
         write_record(tmp_path, task="glue_rte", optimizer="adamw", seed=0, study="tune", metric="accuracy",
                      curve=[score], config={"lr_scale": scale}, run_id=f"rte-{scale}")
-    (table,) = report.build(load(tmp_path), "lr_scale")
+    write_record(tmp_path, task="glue_rte", optimizer="adamw", seed=1, study="tune", metric="accuracy", curve=[10.0],
+                 run_id="rte-no-scale")  # not part of any lr_scale sweep: left out, not counted as lr_scale=1
+    rs = load(tmp_path)
+    (table,) = report.build(rs, "lr_scale")
     assert table.columns == ["task", "optimizer", "lr_scale=0.33", "lr_scale=1", "lr_scale=3.33"]
     assert table.rows == [["glue_rte", "adamw", "70.000 (n=1)", "75.000 (n=1)", "72.000 (n=1)"]]
+    assert {s.title for s in report.build(rs, "all")}.isdisjoint({table.title})  # asked for by name only

@@ -10,7 +10,7 @@ import torch
 from bench.config import compose_config
 from bench.distributed import Distributed
 from bench.runner import build_task, resolve_device
-from bench.snapshots import snapshot_paths
+from bench.snapshots import load_best, save_if_best, snapshot_paths
 from tests.conftest import bench
 from tests.runs import run
 
@@ -60,8 +60,28 @@ def test_test_on_best_evaluates_the_best_validation_epoch(tmp_path: Path) -> Non
 def test_test_on_is_checked_before_training(tmp_path: Path) -> None:
     bad = bench("run", "trainer.test_on=worst", f"paths.runs={tmp_path}")
     assert bad.returncode == 2 and "trainer.test_on=worst: expected one of last, best" in bad.stderr
-    both = bench("run", "trainer.test_on=best", "trainer.average_last=2", f"paths.runs={tmp_path}")
+    both = bench("run", WITH_TEST, "trainer.test_on=best", "trainer.average_last=2", f"paths.runs={tmp_path}")
     assert both.returncode == 2 and "set trainer.average_last=0 or test_on=last" in both.stderr
+    no_test = bench("run", "trainer.test_on=best", f"paths.runs={tmp_path}")  # digits has no Task.test
+    assert no_test.returncode == 2 and "task digits has no final test (Task.test)" in no_test.stderr
+    assert not list(tmp_path.rglob("record.json"))  # nothing claims a run that did not happen
+
+
+def test_a_best_snapshot_of_another_epoch_is_not_tested(tmp_path: Path) -> None:
+    """A resume from an older checkpoint redoes an epoch: the kept snapshot may then be of an epoch the history
+    no longer has as its best; the final weights stay and the record says why."""
+    model = torch.nn.Linear(2, 1)
+    history = [{"epoch": 1, "metrics": {"top1": 50.0}}, {"epoch": 2, "metrics": {"top1": 60.0}}]
+    save_if_best(tmp_path, history, "top1", "max", model)  # epoch 2's weights
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    with torch.no_grad():
+        model.weight.add_(1.0)
+    lost = [history[0], {"epoch": 2, "metrics": {"top1": 40.0}}]  # epoch 2 redone, now worse than epoch 1
+    assert load_best(tmp_path, lost, "top1", "max", model) == (
+        "the final weights (the snapshot kept is epoch 2's, not the best epoch 1's)")
+    assert not torch.equal(model.weight, before["weight"])
+    assert load_best(tmp_path, history, "top1", "max", model).startswith("the weights at the end of epoch 2")
+    assert torch.equal(model.weight, before["weight"])
 
 
 def test_early_stop_ends_a_completed_run(tmp_path: Path) -> None:

@@ -20,18 +20,22 @@ class Batch:
     target: torch.Tensor
     ids: torch.Tensor  # sentence indices in the split, for putting hypotheses back in order
     ntokens: int  # non-padding target tokens, counted on the host so no step waits for the device
+    src_lens: torch.Tensor  # per-row source and target lengths, on the host (for sub-batches without a sync)
+    tgt_lens: torch.Tensor
 
 
 def head(batch: Batch, fraction: float) -> Batch:
-    """The first `fraction` of the sentences (at least one), padding trimmed to their longest and target tokens
-    recounted: the curvature sub-batch (`trainer.hessian_batch_fraction`) of a token bucket."""
-    pad = Dictionary.pad
-    k = max(1, int(len(batch.ids) * fraction))
-    src, prev, target = batch.src[:k], batch.prev[:k], batch.target[:k]
-    s_len = int((src != pad).sum(1).max())
-    real = target != pad
-    t_len = int(real.sum(1).max())
-    return Batch(src[:, :s_len], prev[:, :t_len], target[:, :t_len], batch.ids[:k], int(real.sum()))
+    """Every (1/fraction)-th sentence (at least one), padding trimmed to their longest and target tokens recounted:
+    the curvature sub-batch (`trainer.hessian_batch_fraction`) of a token bucket. Strided, because a bucket's
+    rows run from short to long; sizes come from the host-side lengths, so no device sync."""
+    n = len(batch.ids)
+    k = max(1, int(n * fraction))
+    rows = torch.linspace(0, n - 1, k).round().long() if k > 1 else torch.zeros(1, dtype=torch.long)
+    src_lens, tgt_lens = batch.src_lens[rows], batch.tgt_lens[rows]
+    s_len, t_len = int(src_lens.max()), int(tgt_lens.max())
+    on = rows.to(batch.src.device)
+    return Batch(batch.src[on, :s_len], batch.prev[on, :t_len], batch.target[on, :t_len], batch.ids[rows],
+                 int(tgt_lens.sum()), src_lens, tgt_lens)
 
 
 def ordered_indices(src_lens: np.ndarray, tgt_lens: np.ndarray, seed: int) -> np.ndarray:
@@ -78,8 +82,10 @@ def collate(src: list[np.ndarray], tgt: list[np.ndarray], ids: np.ndarray, devic
         p[row, 0] = eos
         p[row, 1:len(tgt[i])] = tgt[i][:-1]
     as_tensor = lambda a: torch.from_numpy(a).to(device, non_blocking=True)  # noqa: E731
+    src_lens = torch.tensor([len(src[i]) for i in ids], dtype=torch.long)
+    tgt_lens = torch.tensor([len(tgt[i]) for i in ids], dtype=torch.long)
     return Batch(as_tensor(s), as_tensor(p), as_tensor(t), torch.from_numpy(np.asarray(ids, dtype=np.int64)),
-                 int(sum(len(tgt[i]) for i in ids)))
+                 int(tgt_lens.sum()), src_lens, tgt_lens)
 
 
 class TokenBatches:
