@@ -47,7 +47,7 @@ class TaskLoss(nn.Module):
         super().__init__()
         self.task = task
         self.model = model
-        self.items = items if getattr(task, "loss_reduction", "mean") == "sum" else None
+        self.items = items if task.loss_reduction == "sum" else None
 
     def forward(self, batch: Any) -> Tensor:
         loss, n = self.task.loss(self.model, batch)

@@ -35,7 +35,7 @@ from bench.preemption import Preempted, PreemptionGuard
 from bench.progress import TrainProgress
 from bench.records import RECORD_NAME, SCHEMA, environment, now, read_record, run_id_of, write_record
 from bench.schedules import Schedule
-from bench.snapshots import average_snapshots, clear_snapshots, load_best, save_if_best, save_snapshot
+from bench.snapshots import average_snapshots, clear_snapshots, load_best, save_best, save_snapshot
 from bench.step import Diverged, autocast, train_step
 from bench.switch import OptimizerSwitch
 from tasks.base import DataError, Task
@@ -322,8 +322,8 @@ class Runner:
             log.log(row)
         if self.cfg.trainer.average_last and self.dist.is_main:
             save_snapshot(self.run_dir, epoch, self.dist.unwrap(model), self.cfg.trainer.average_last)
-        if self.cfg.trainer.test_on == "best" and self.dist.is_main:
-            save_if_best(self.run_dir, state.history, name, task.metric.mode, self.dist.unwrap(model))
+        if self.cfg.trainer.test_on == "best" and self.dist.is_main and record["metric"]["best_step"] == state.step:
+            save_best(self.run_dir, epoch, self.dist.unwrap(model))
         if self.cfg.trainer.checkpoint:
             self.save_checkpoint(model, optimizer, schedule, state)
         self.write(record)
@@ -336,8 +336,8 @@ class Runner:
         if self.cfg.trainer.average_last and self.dist.is_main:
             record["test_model"] = average_snapshots(self.run_dir, model)
         elif self.cfg.trainer.test_on == "best" and self.dist.is_main:
-            record["test_model"] = load_best(self.run_dir, record["history"], task.metric.name, task.metric.mode,
-                                             model)
+            best = next(row for row in record["history"] if row["step"] == record["metric"]["best_step"])
+            record["test_model"] = load_best(self.run_dir, best, task.metric.name, model)
         model.eval()
         with torch.no_grad(), autocast(self.device, self.cfg.trainer.amp):
             test = self.dist.broadcast_metrics(lambda: task.test(model))

@@ -31,26 +31,19 @@ def save_snapshot(run_dir: Path, epoch: int, model: nn.Module, keep: int) -> Non
         old.unlink(missing_ok=True)
 
 
-def best_epoch(history: list[dict[str, Any]], name: str, mode: str) -> int:
-    """The history index of the best evaluation of `name` (the first one on ties)."""
-    values = [row["metrics"][name] for row in history]
-    return values.index(min(values) if mode == "min" else max(values))
+def save_best(run_dir: Path, epoch: int, model: nn.Module) -> None:
+    """Keep this epoch's weights, tagged with the epoch, as the best ones (the caller knows it is the best so far)."""
+    saved = {"epoch": epoch, "state": {k: v.detach().cpu() for k, v in model.state_dict().items()}}
+    write_atomic(run_dir / SNAPSHOT_DIR / BEST, lambda f: torch.save(saved, f))
 
 
-def save_if_best(run_dir: Path, history: list[dict[str, Any]], name: str, mode: str, model: nn.Module) -> None:
-    """Keep this epoch's weights, tagged with the epoch, as the best ones when its evaluation is the best so far."""
-    if best_epoch(history, name, mode) == len(history) - 1:
-        saved = {"epoch": history[-1]["epoch"], "state": {k: v.detach().cpu() for k, v in model.state_dict().items()}}
-        write_atomic(run_dir / SNAPSHOT_DIR / BEST, lambda f: torch.save(saved, f))
-
-
-def load_best(run_dir: Path, history: list[dict[str, Any]], name: str, mode: str, model: nn.Module) -> str:
-    """Load the best epoch's weights into `model` and say which they are. A snapshot of another epoch (one a
-    resume from an older checkpoint redid) is not the best epoch's: the final weights stay, and the record says so."""
+def load_best(run_dir: Path, best: dict[str, Any], name: str, model: nn.Module) -> str:
+    """Load the weights of `best` (the history row of the best evaluation) into `model` and say which they are. A
+    snapshot of another epoch (one a resume from an older checkpoint redid) is not the best epoch's: the final
+    weights stay, and the record says so."""
     path = run_dir / SNAPSHOT_DIR / BEST
-    if not history or not path.is_file():
+    if not path.is_file():
         return "the final weights (no best-epoch snapshot was kept)"
-    best = history[best_epoch(history, name, mode)]
     saved = torch.load(path, map_location="cpu", weights_only=True)
     if saved["epoch"] != best["epoch"]:
         return (f"the final weights (the snapshot kept is epoch {saved['epoch']}'s, not the best epoch "

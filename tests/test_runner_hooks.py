@@ -10,7 +10,7 @@ import torch
 from bench.config import compose_config
 from bench.distributed import Distributed
 from bench.runner import build_task, resolve_device
-from bench.snapshots import load_best, save_if_best, snapshot_paths
+from bench.snapshots import load_best, save_best, snapshot_paths
 from tests.conftest import bench
 from tests.runs import run
 
@@ -72,15 +72,15 @@ def test_a_best_snapshot_of_another_epoch_is_not_tested(tmp_path: Path) -> None:
     no longer has as its best; the final weights stay and the record says why."""
     model = torch.nn.Linear(2, 1)
     history = [{"epoch": 1, "metrics": {"top1": 50.0}}, {"epoch": 2, "metrics": {"top1": 60.0}}]
-    save_if_best(tmp_path, history, "top1", "max", model)  # epoch 2's weights
+    save_best(tmp_path, 2, model)  # epoch 2's weights
     before = {k: v.clone() for k, v in model.state_dict().items()}
     with torch.no_grad():
         model.weight.add_(1.0)
-    lost = [history[0], {"epoch": 2, "metrics": {"top1": 40.0}}]  # epoch 2 redone, now worse than epoch 1
-    assert load_best(tmp_path, lost, "top1", "max", model) == (
+    # epoch 2 redone, now worse than epoch 1: the history's best is epoch 1
+    assert load_best(tmp_path, history[0], "top1", model) == (
         "the final weights (the snapshot kept is epoch 2's, not the best epoch 1's)")
     assert not torch.equal(model.weight, before["weight"])
-    assert load_best(tmp_path, history, "top1", "max", model).startswith("the weights at the end of epoch 2")
+    assert load_best(tmp_path, history[1], "top1", model).startswith("the weights at the end of epoch 2")
     assert torch.equal(model.weight, before["weight"])
 
 
