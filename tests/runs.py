@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
+
+import pytest
 
 from bench.config import compose_config
 from bench.runner import Runner
@@ -23,3 +26,16 @@ def comparable(record: dict[str, Any]) -> dict[str, Any]:
     history = [{k: v for k, v in row.items() if k != "wall_s"} for row in record["history"]]
     return {"status": record["status"], "metric": record["metric"], "history": history,
             "steps": record["cost"]["steps"], "hvp_count": record["cost"]["hvp_count"], "run_id": record["run_id"]}
+
+
+def interrupted_then_resumed(monkeypatch: pytest.MonkeyPatch, owner: type, name: str, patched: Callable[..., Any],
+                             error: type[BaseException], runs: Path, *overrides: str) -> dict[str, Any]:
+    """Run with `owner.name` replaced by `patched` until it raises `error` (a kill, or a preemption that the runner
+    checkpoints), then rerun with the original in the same runs folder; return the resumed record."""
+    with monkeypatch.context() as m:
+        m.setattr(owner, name, patched)
+        with pytest.raises(error):
+            run(runs, *overrides)
+    resumed = run(runs, *overrides)
+    assert resumed["resumed"] == 1
+    return resumed

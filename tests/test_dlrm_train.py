@@ -18,7 +18,7 @@ from optimizers import AdaHessian
 from tasks.dlrm.model import DLRM
 from tasks.dlrm.task import CriteoDLRMTask
 from tests.criteo_fixtures import learnable_rows, write_train
-from tests.runs import comparable, run
+from tests.runs import comparable, interrupted_then_resumed, run
 from tests.threads import one_intraop_thread
 
 TINY = ["task.model.embedding_dim=4", "task.model.bottom_mlp=[13,8,4]", "task.model.top_mlp=[8,1]",
@@ -83,12 +83,8 @@ def test_interrupted_run_resumes_to_the_uninterrupted_record(tmp_path: Path, cri
             raise KeyboardInterrupt
         return evaluate(self, model)
 
-    monkeypatch.setattr(CriteoDLRMTask, "evaluate", stop_in_second_eval)
-    with pytest.raises(KeyboardInterrupt):
-        run(tmp_path / "killed", *args)
-    monkeypatch.setattr(CriteoDLRMTask, "evaluate", evaluate)
-    resumed = run(tmp_path / "killed", *args)
-    assert resumed["resumed"] == 1
+    resumed = interrupted_then_resumed(monkeypatch, CriteoDLRMTask, "evaluate", stop_in_second_eval,
+                                       KeyboardInterrupt, tmp_path / "killed", *args)
     assert comparable(resumed) == comparable(reference)
 
 

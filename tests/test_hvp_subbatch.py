@@ -21,7 +21,7 @@ from optimizers import AdaHessian
 from optimizers.hutchinson import HutchinsonEstimator, smooth_
 from tasks.digits import DigitsTask
 from tasks.tensor_data import TensorClassificationTask
-from tests.runs import comparable, run
+from tests.runs import comparable, interrupted_then_resumed, run
 
 CPU = torch.device("cpu")
 
@@ -106,13 +106,8 @@ def test_preempted_sub_batch_run_resumes_to_the_uninterrupted_record(tmp_path: P
                 os.kill(os.getpid(), signal.SIGUSR1)  # what a scheduler sends; the runner checkpoints here
             yield batch
 
-    runs = tmp_path / "preempted"
-    with monkeypatch.context() as m:
-        m.setattr(DigitsTask, "train_batches", stopped_mid_epoch)
-        with pytest.raises(Preempted):
-            run(runs, *OVERRIDES)
-    resumed = run(runs, *OVERRIDES)
-    assert resumed["resumed"] == 1
+    resumed = interrupted_then_resumed(monkeypatch, DigitsTask, "train_batches", stopped_mid_epoch, Preempted,
+                                       tmp_path / "preempted", *OVERRIDES)
     assert comparable(resumed) == comparable(reference)
     full = run(tmp_path / "full", *OVERRIDES, "trainer.hessian_batch_fraction=1.0")
     assert comparable(full)["history"] != comparable(reference)["history"]  # the fraction took effect

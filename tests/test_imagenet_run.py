@@ -18,7 +18,7 @@ from bench.preemption import Preempted
 from tasks.imagenet import ImageNetTask
 from tests.conftest import bench
 from tests.imagenet_fixture import truncated_jpeg, write_imagenet
-from tests.runs import comparable, run
+from tests.runs import comparable, interrupted_then_resumed, run
 
 SHORT = ("task=imagenet_resnet18", "task.image_size=16", "task.workers=0", "trainer.device=cpu",
          "trainer.batch_size=16", "trainer.eval_batch_size=12", "trainer.schedule.name=constant")
@@ -68,13 +68,8 @@ def test_run_preempted_mid_epoch_resumes_to_the_uninterrupted_record(tmp_path: P
                 os.kill(os.getpid(), signal.SIGUSR1)  # what a scheduler sends; the runner checkpoints here
             yield batch
 
-    runs = tmp_path / "preempted"
-    with monkeypatch.context() as m:
-        m.setattr(ImageNetTask, "train_batches", stopped_at_step_4)
-        with pytest.raises(Preempted):
-            run(runs, *overrides)
-    resumed = run(runs, *overrides)
-    assert resumed["resumed"] == 1
+    resumed = interrupted_then_resumed(monkeypatch, ImageNetTask, "train_batches", stopped_at_step_4, Preempted,
+                                       tmp_path / "preempted", *overrides)
     assert comparable(resumed) == comparable(reference)
 
 

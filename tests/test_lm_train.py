@@ -18,7 +18,7 @@ from optimizers import AdaHessian
 from tasks.lm.task import LanguageModelTask
 from tests.conftest import bench
 from tests.lm_fixtures import write_wikitext
-from tests.runs import comparable, run
+from tests.runs import comparable, interrupted_then_resumed, run
 from tests.test_lm_data import PTB_DIR, needs_ptb
 from tests.threads import one_intraop_thread
 
@@ -99,12 +99,8 @@ def test_preempted_run_resumes_to_the_uninterrupted_record(wikitext_dir: Path, t
             os.kill(os.getpid(), signal.SIGUSR1)
         return original(self, model, batch)
 
-    monkeypatch.setattr(LanguageModelTask, "loss", loss_then_signal)
-    with pytest.raises(Preempted):
-        run(tmp_path / "resumed", *overrides)
-    monkeypatch.setattr(LanguageModelTask, "loss", original)
-    resumed = run(tmp_path / "resumed", *overrides)
-    assert resumed["resumed"] == 1
+    resumed = interrupted_then_resumed(monkeypatch, LanguageModelTask, "loss", loss_then_signal, Preempted,
+                                       tmp_path / "resumed", *overrides)
     assert comparable(resumed) == comparable(reference)
     assert resumed["test"] == reference["test"]
 

@@ -12,7 +12,7 @@ import torch
 from bench.checkpoint import load_checkpoint
 from tasks.nmt.task import TranslationTask
 from tests.nmt_fixtures import TINY_MODEL, write_data_bin_from, write_text_layout
-from tests.runs import comparable, run
+from tests.runs import comparable, interrupted_then_resumed, run
 
 # Outputs capped at source length + 5 (fairseq-generate's --max-len-a/b) to keep an untrained model's decoding short.
 COMMON = [*TINY_MODEL, "task.max_tokens=300", "trainer.device=cpu", "trainer.deterministic=true",
@@ -69,12 +69,8 @@ def test_resumed_run_equals_the_uninterrupted_one(tmp_path: Path, data_dir: Path
                 raise KeyboardInterrupt
             yield batch
 
-    monkeypatch.setattr(TranslationTask, "train_batches", interrupted)
-    with pytest.raises(KeyboardInterrupt):
-        run(tmp_path / "killed", *overrides)
-    monkeypatch.setattr(TranslationTask, "train_batches", batches)
-    resumed = run(tmp_path / "killed", *overrides)
-    assert resumed["resumed"] == 1
+    resumed = interrupted_then_resumed(monkeypatch, TranslationTask, "train_batches", interrupted, KeyboardInterrupt,
+                                       tmp_path / "killed", *overrides)
     assert comparable(resumed) == comparable(reference)
     assert resumed["test"] == reference["test"]
 

@@ -16,7 +16,7 @@ from bench.errors import UsageError
 from bench.recordset import load
 from bench.runner import build_task, seed_everything
 from tasks.pinn.task import PinnTask
-from tests.runs import comparable, run
+from tests.runs import comparable, interrupted_then_resumed, run
 from tests.threads import one_intraop_thread
 
 pytestmark = pytest.mark.filterwarnings("ignore:Using backward\\(\\) with create_graph=True")
@@ -84,12 +84,9 @@ def test_adam_to_adahessian_switch_records_phases_and_resumes_exactly(tmp_path: 
             raise KeyboardInterrupt
         return loss(self, model, batch)
 
-    monkeypatch.setattr(PinnTask, "loss", killed_at_step_70)
-    with pytest.raises(KeyboardInterrupt):
-        run(tmp_path / "killed", *overrides)
-    monkeypatch.setattr(PinnTask, "loss", loss)
-    resumed = run(tmp_path / "killed", *overrides)  # from the step-50 checkpoint, which holds AdaHessian's state
-    assert resumed["resumed"] == 1
+    # resumed from the step-50 checkpoint, which holds AdaHessian's state
+    resumed = interrupted_then_resumed(monkeypatch, PinnTask, "loss", killed_at_step_70, KeyboardInterrupt,
+                                       tmp_path / "killed", *overrides)
     assert comparable(resumed) == comparable(whole)
     assert resumed["phases"] == whole["phases"]
 

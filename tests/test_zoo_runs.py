@@ -14,7 +14,7 @@ from bench.config import check_config, compose_config
 from bench.errors import UsageError
 from bench.runner import Runner
 from tests.conftest import bench
-from tests.runs import comparable, run
+from tests.runs import comparable, interrupted_then_resumed, run
 
 ZOO = ("shampoo", "mfac", "agd", "oasis", "kfac", "sophiah", "lbfgs")
 SHORT = ("trainer.epochs=2", "trainer.batch_size=256", "trainer.deterministic=true")
@@ -58,12 +58,8 @@ def test_interrupted_zoo_run_resumes_to_the_uninterrupted_record(tmp_path: Path,
         original(self, *args, **kwargs)  # evaluates and writes the epoch-1 checkpoint
         raise KeyboardInterrupt
 
-    monkeypatch.setattr(Runner, "end_epoch", stop_after_first_epoch)
-    with pytest.raises(KeyboardInterrupt):
-        run(tmp_path / "resumed", *overrides)
-    monkeypatch.setattr(Runner, "end_epoch", original)
-    resumed = run(tmp_path / "resumed", *overrides)
-    assert resumed["resumed"] == 1
+    resumed = interrupted_then_resumed(monkeypatch, Runner, "end_epoch", stop_after_first_epoch, KeyboardInterrupt,
+                                       tmp_path / "resumed", *overrides)
     assert comparable(resumed) == comparable(reference)
     assert resumed["cost"]["grad_evals"] == reference["cost"]["grad_evals"]
 
