@@ -179,13 +179,16 @@ def _seed_notes(task: str, c: stats.Comparison) -> list[str]:
 def _family_notes(comparisons: list[stats.Table], alpha: float) -> list[str]:
     tested = sum(1 for t in comparisons if t.comparison.method)
     untested = len(comparisons) - tested
+    family = f"all {tested} tested comparisons in this report" if tested else "empty: no comparison has a test"
     level = f"{100 * (1 - alpha):g}%"
-    notes = [f"Each config against every other on its task, final metric (the test metric where the task has one), "
-             f"first minus second. Paired t on the seeds both completed ({level} Student-t interval of the mean "
+    best = sorted({t.task for t in comparisons if t.value == "best"})
+    on = f"best value over epochs on {', '.join(best)} (as the paper's table), elsewhere the " if best else ""
+    notes = [f"Each config against every other on its task, {on}final metric (the test metric where the task has "
+             f"one), first minus second. Paired t on the seeds both completed ({level} Student-t interval of the mean "
              f"difference, n = pairs); Welch t (unpaired, Welch–Satterthwaite df) when fewer than "
              f"{stats.MIN_SEEDS} seeds pair up; below {stats.MIN_SEEDS} seeds, or when every difference is equal, "
              "no interval and no test: the values are listed instead.",
-             f"Family: all {tested} tested comparisons in this report, over every task shown; p Holm-adjusted over "
+             f"Family: {family}, over every task shown; p Holm-adjusted over "
              f"that family, so the chance of any false better/worse verdict in the report is at most α = {alpha:g} "
              "(bench report --alpha). Verdict for the first config: better/worse when Holm p < α, in the metric's "
              "direction (↑ higher is better, ↓ lower), else not distinguishable. Intervals are per comparison, not "
@@ -384,7 +387,8 @@ def build(rs: RecordSet, table: str | None, alpha: float = stats.ALPHA) -> list[
     # the family of the Holm rule: the comparisons on the tasks this report shows
     tasks = None if table in (None, "all", "paired", "strongest") else \
         tuple(t for n in shown for t in paper.LAYOUTS[n].tasks)
-    comparisons = stats.pairwise(rs.runs, summary, alpha, tasks) if tasks is None or shown else []
+    best = paper.BEST_OF_EPOCHS if shown and table != "all" else frozenset()  # like the layout's cells
+    comparisons = stats.pairwise(rs.runs, summary, alpha, tasks, best) if tasks is None or shown else []
     sections = []
     for name in names:
         if name == "summary":

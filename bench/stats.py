@@ -15,6 +15,12 @@ BETTER, WORSE, TIE = "better", "worse", "not distinguishable"
 REPRODUCED, NOT_REPRODUCED, INCONCLUSIVE = "reproduced", "not reproduced", "inconclusive"
 
 
+def no_spread(x: np.ndarray) -> bool:
+    """Every value equal, up to float noise (a metric read back from JSON): no interval can be honest then."""
+    x = np.asarray(x, dtype=float)
+    return bool(np.ptp(x) <= 1e-9 * max(1.0, float(np.abs(x).max())))
+
+
 # ---- time to target -----------------------------------------------------------------------------------
 
 def cell_time_to_target(times: np.ndarray | pd.Series) -> float:
@@ -185,7 +191,7 @@ def compare_seeds(a: pd.Series, b: pd.Series, names: tuple[str, str] = ("a", "b"
                           b_only=b_only)
         if len(d) < MIN_SEEDS:
             return base
-        if np.ptp(d) == 0:
+        if no_spread(d):
             return replace(base, no_spread=True)
         _, lo, hi, p = t_interval(d, level)
         return replace(base, method="paired t", lo=float(lo), hi=float(hi), p=float(p), values=())
@@ -195,7 +201,7 @@ def compare_seeds(a: pd.Series, b: pd.Series, names: tuple[str, str] = ("a", "b"
                       unpaired=True, a_only=a_only, b_only=b_only)
     if min(len(x), len(y)) < MIN_SEEDS:
         return base
-    if np.ptp(x) == 0 and np.ptp(y) == 0:
+    if no_spread(x) and no_spread(y):
         return replace(base, no_spread=True)
     w = welch_from_stats(x.mean(), x.std(ddof=1), len(x), y.mean(), y.std(ddof=1), len(y), level)
     return replace(base, method="Welch t", lo=w.lo, hi=w.hi, p=w.p, values=(), values_b=())
@@ -240,6 +246,7 @@ class Table:
     metric: str
     mode: str
     comparison: Comparison
+    value: str = "final"  # which result of each run: final, or best over epochs
 
 
 def _ranked(summary: pd.DataFrame, task: str) -> list[str]:
@@ -249,19 +256,21 @@ def _ranked(summary: pd.DataFrame, task: str) -> list[str]:
     return list(g.assign(key=sign * g["mean"]).sort_values(["key", "label"], kind="stable")["label"])
 
 
-def pairwise(runs: pd.DataFrame, summary: pd.DataFrame, alpha: float = ALPHA,
-             tasks: tuple[str, ...] | None = None) -> list[Table]:
+def pairwise(runs: pd.DataFrame, summary: pd.DataFrame, alpha: float = ALPHA, tasks: tuple[str, ...] | None = None,
+             best_of_epochs: frozenset[str] = frozenset()) -> list[Table]:
     """Every config against every other on each task (the better mean first), Holm-adjusted over the whole list:
-    the family is every tested comparison of the report, so its family-wise error is at most alpha."""
+    the family is every tested comparison of the report, so its family-wise error is at most alpha. Tasks in
+    `best_of_epochs` compare each run's best value over epochs (as the paper's table does), others the final."""
     out = []
     for task in sorted(set(summary["task"])):
         if tasks is not None and task not in tasks:
             continue
         labels = _ranked(summary, task)
         row = summary[summary["task"] == task].iloc[0]
-        finals = {label: per_seed(runs, task, label) for label in labels}
-        out += [Table(task, row["metric"], row["mode"], compare_seeds(finals[a], finals[b], (a, b), 1 - alpha))
-                for i, a in enumerate(labels) for b in labels[i + 1:]]
+        value = "best" if task in best_of_epochs else "final"
+        results = {label: per_seed(runs, task, label, value) for label in labels}
+        out += [Table(task, row["metric"], row["mode"], compare_seeds(results[a], results[b], (a, b), 1 - alpha),
+                      value) for i, a in enumerate(labels) for b in labels[i + 1:]]
     adjusted = holm([t.comparison.p for t in out])
     return [replace(t, comparison=replace(t.comparison, p_holm=float(q),
                                           verdict=verdict(q, t.comparison.mean, t.mode, alpha)))
@@ -310,7 +319,7 @@ def reproduction(ours: np.ndarray, paper_mean: float, paper_std: float, paper_n:
     diff = float(x.mean() - paper_mean) if len(x) else nan
     if len(x) < MIN_SEEDS:
         return Reproduction(diff, nan, nan, nan, nan, margin, INCONCLUSIVE, f"too few seeds ({len(x)} < {MIN_SEEDS})")
-    if np.ptp(x) == 0 and (paper_n is None or paper_std == 0):
+    if no_spread(x) and (paper_n is None or paper_std == 0):
         return Reproduction(diff, nan, nan, nan, nan, margin, INCONCLUSIVE, "no spread observed")
     w = welch_from_stats(x.mean(), x.std(ddof=1), len(x), paper_mean, paper_std, paper_n, 1 - alpha)
     p_tost = max(float(sps.t.sf((w.diff + margin) / w.se, w.df)), float(sps.t.cdf((w.diff - margin) / w.se, w.df)))
@@ -318,6 +327,6 @@ def reproduction(ours: np.ndarray, paper_mean: float, paper_std: float, paper_n:
         return Reproduction(w.diff, w.lo, w.hi, w.p, p_tost, margin, REPRODUCED, f"TOST p={p_tost:.2g} < {alpha:g}")
     if w.p < alpha and abs(w.diff) > margin:
         return Reproduction(w.diff, w.lo, w.hi, w.p, p_tost, margin, NOT_REPRODUCED,
-                            f"Welch p={w.p:.2g} < {alpha:g} and |diff| > margin")
+                            f"Welch p={w.p:.2g} < {alpha:g}, gap beyond the margin")
     return Reproduction(w.diff, w.lo, w.hi, w.p, p_tost, margin, INCONCLUSIVE,
                         f"interval too wide (TOST p={p_tost:.2g})")
