@@ -20,9 +20,9 @@ SECTIONS = ("task", "optimizer", "trainer", "seed")
 
 def semantic_of(resolved: dict[str, Any]) -> dict[str, Any]:
     """The part of a resolved config that defines the experiment: task, optimizer, budget, seed."""
-    semantic = {key: resolved[key] if key in resolved else ({} if key != "seed" else None) for key in SECTIONS}
+    semantic = {key: resolved.get(key, {} if key != "seed" else None) for key in SECTIONS}
     for section, keys in NON_SEMANTIC.items():
-        semantic[section] = {k: v for k, v in semantic[section].items() if k not in keys}
+        semantic[section] = {k: v for k, v in (semantic[section] or {}).items() if k not in keys}
     for section, neutral in NEUTRAL_DEFAULTS.items():
-        semantic[section] = {k: v for k, v in semantic[section].items() if k not in neutral or v != neutral[k]}
+        semantic[section] = {k: v for k, v in (semantic[section] or {}).items() if k not in neutral or v != neutral[k]}
     return semantic
