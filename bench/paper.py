@@ -141,10 +141,12 @@ def sweep(table: Sweep, runs: pd.DataFrame, reference: pd.DataFrame) -> pd.DataF
                 label = sweep_label(opt, table.key, value)
                 rows.append({"task": task, "optimizer": opt, "value": value, "n": len(done), "mean": done.mean(),
                              "std": done.std(ddof=1), "n_diverged": int((group["status"] == "diverged").sum()),
-                             "paper": ref["mean"].get(label, float("nan")), "metric": metric,
+                             "paper": ref["mean"].get(label, float("nan")),
+                             "paper_std": ref["std"].get(label, float("nan")),
+                             "paper_n": ref["n_runs"].get(label, float("nan")), "metric": metric,
                              "paper_diverged": label in diverged})
     out = pd.DataFrame(rows, columns=["task", "optimizer", "value", "n", "mean", "std", "n_diverged", "paper",
-                                      "metric", "paper_diverged"])
+                                      "paper_std", "paper_n", "metric", "paper_diverged"])
     out["diff"] = out["mean"] - out["paper"]
     return out
 

@@ -224,26 +224,32 @@ def strongest_section(comparisons: list[stats.Table], summary: pd.DataFrame, alp
                    align="lllllrrrrl")
 
 
-def _reproductions(layout: paper.Layout, cmp: pd.DataFrame, runs: pd.DataFrame,
-                   alpha: float) -> dict[tuple[str, str], stats.Reproduction]:
+def _reproductions(layout: paper.Layout, cmp: pd.DataFrame, alpha: float) -> dict[tuple[str, str],
+                                                                                  stats.Reproduction]:
     """The reproduction verdict of every (optimizer, task) cell with a paper value and runs of ours."""
     out = {}
     for c in cmp.itertuples():
         if _nan(c.paper) or c.n == 0 or c.task == layout.average:
             continue
-        margin, _ = paper.margin_for(layout.metric, c.paper_std)
-        ours = stats.per_seed(runs, c.task, c.optimizer, c.value).to_numpy()
-        n = None if _nan(c.paper_std) or _nan(c.paper_n) else int(c.paper_n)
-        out[(c.optimizer, c.task)] = stats.reproduction(ours, c.paper, c.paper_std, n, margin, alpha)
+        out[(c.optimizer, c.task)] = _reproduce(c.mean, c.std, c.n, c.paper, c.paper_std, c.paper_n, layout.metric,
+                                                alpha)
     return out
 
 
+def _reproduce(mean: float, std: float, n: int, paper_mean: float, paper_std: float, paper_n: float, metric: str,
+               alpha: float) -> stats.Reproduction:
+    """One paper cell's verdict; a paper value without a std or n is a constant (one published run)."""
+    margin, _ = paper.margin_for(metric, paper_std)
+    known = None if _nan(paper_std) or _nan(paper_n) else int(paper_n)
+    return stats.reproduction(mean, std, n, paper_mean, paper_std, known, margin, alpha)
+
+
 def layout_section(layout: paper.Layout, summary: pd.DataFrame, reference: pd.DataFrame,
-                   runs: pd.DataFrame | None = None, alpha: float = stats.ALPHA) -> Section:
+                   alpha: float | None = None) -> Section:
     """A paper table with ours beside it: rows optimizers, columns tasks, plus a Δ-to-baseline per task; with
-    `runs`, each cell also gets its reproduction verdict (reproduction_section has the details)."""
+    `alpha`, each cell also gets its reproduction verdict (reproduction_section has the details)."""
     cmp = paper.compare(layout, summary, reference)
-    verdicts = {} if runs is None else _reproductions(layout, cmp, runs, alpha)
+    verdicts = {} if alpha is None else _reproductions(layout, cmp, alpha)
     cmp = cmp.set_index(["optimizer", "task"])
     m = layout.metric
     columns = ["optimizer"]
@@ -278,13 +284,13 @@ def layout_section(layout: paper.Layout, summary: pd.DataFrame, reference: pd.Da
 
 
 def reproduction_section(layouts: list[paper.Layout], summary: pd.DataFrame, reference: pd.DataFrame,
-                         runs: pd.DataFrame, alpha: float = stats.ALPHA) -> Section:
+                         alpha: float = stats.ALPHA) -> Section:
     """Per paper cell with runs of ours: paper and ours with their n, the difference with its Welch interval, the
     equivalence margin, and reproduced / not reproduced / inconclusive."""
     rows = []
     for layout in layouts:
         cmp = paper.compare(layout, summary, reference)
-        verdicts = _reproductions(layout, cmp, runs, alpha)
+        verdicts = _reproductions(layout, cmp, alpha)
         m = layout.metric
         for c in cmp.itertuples():
             r = verdicts.get((c.optimizer, c.task))
@@ -313,7 +319,7 @@ def reproduction_section(layouts: list[paper.Layout], summary: pd.DataFrame, ref
                    align="lll" + "r" * 6 + "ll")
 
 
-def delayed_section(summary: pd.DataFrame, reference: pd.DataFrame) -> Section:
+def delayed_section(summary: pd.DataFrame, reference: pd.DataFrame, alpha: float = stats.ALPHA) -> Section:
     """Table 8's cost layout: Hessian every N steps; accuracy, s/step relative to SGD and Adam, HVP count."""
     df = paper.delayed(summary, reference)
     tasks = list(dict.fromkeys(df["task"]))
@@ -326,7 +332,9 @@ def delayed_section(summary: pd.DataFrame, reference: pd.DataFrame) -> Section:
         row = [str(n), f"{fraction:g}"]
         for c in group.itertuples():
             ours = mean_std(c.mean, c.std, c.metric) + (f" (n={c.n})" if c.n else "")
-            row += [beside_paper(ours, c.paper, c.diff, c.metric),
+            verdict = [] if _nan(c.paper) or not c.n else \
+                [_reproduce(c.mean, c.std, c.n, c.paper, math.nan, math.nan, c.metric, alpha).verdict]
+            row += ["; ".join([beside_paper(ours, c.paper, c.diff, c.metric), *verdict]),
                     beside_paper(num(c.x_sgd, "ratio"), c.paper_x_sgd, math.nan, "ratio"),
                     beside_paper(num(c.x_adam, "ratio"), c.paper_x_adam, math.nan, "ratio"),
                     num(c.hvp_count, "hvp")]
@@ -335,7 +343,11 @@ def delayed_section(summary: pd.DataFrame, reference: pd.DataFrame) -> Section:
              "fraction of each batch (config.trainer.hessian_batch_fraction; the gradient is the full batch's). "
              "×SGD/×Adam: mean s/step over "
              "mean s/step of SGD/Adam on the same task (completed runs). HVPs: mean Hessian-vector products "
-             "per run. Paper: arXiv 2006.00719v2 Table 8 (cost relative to SGD/Adam)."]
+             "per run. Paper: arXiv 2006.00719v2 Table 8 (cost relative to SGD/Adam).",
+             "Accuracy: each run's best test top-1 over epochs (the paper's CIFAR script reports `Best Acc`), then the "
+             "reproduction verdict; Table 8 gives no std or n, so its value is taken as exact (one-sample t) with the "
+             f"top1 margin ±{paper.METRIC_MARGINS['top1']:g} of bench/paper.METRIC_MARGINS; see --table reproduction "
+             "for the rules."]
     return Section("Table 8: delayed Hessian update, accuracy and cost", columns, rows, notes)
 
 
@@ -355,7 +367,8 @@ def pinn_section(rs: RecordSet) -> Section:
                    align="lll" + "r" * 6)
 
 
-def sweep_section(table: paper.Sweep, runs: pd.DataFrame, reference: pd.DataFrame) -> Section:
+def sweep_section(table: paper.Sweep, runs: pd.DataFrame, reference: pd.DataFrame,
+                  alpha: float = stats.ALPHA) -> Section:
     """Tables 6 and 7 and the harness's lr sweep: one row per (task, optimizer), one column per swept value, ours
     beside the paper's where a paper has the table."""
     df = paper.sweep(table, runs, reference)
@@ -366,11 +379,15 @@ def sweep_section(table: paper.Sweep, runs: pd.DataFrame, reference: pd.DataFram
         for c in group.itertuples():
             ours = mean_std(c.mean, c.std, c.metric) + (f" (n={c.n})" if c.n else "")
             ours += f" [{c.n_diverged} diverged]" if c.n_diverged else ""
-            row.append(f"{ours}; paper diverged" if c.paper_diverged else beside_paper(ours, c.paper, c.diff, c.metric))
+            verdict = [] if _nan(c.paper) or not c.n else \
+                [_reproduce(c.mean, c.std, c.n, c.paper, c.paper_std, c.paper_n, c.metric, alpha).verdict]
+            row.append(f"{ours}; paper diverged" if c.paper_diverged else
+                       "; ".join([beside_paper(ours, c.paper, c.diff, c.metric), *verdict]))
         rows.append(row)
     notes = [f"Columns: config {table.key}. Cells: ours mean ± std over completed runs (the test metric where the "
              "task has one); diverged runs counted apart; \"–\" where nothing ran."]
-    notes.append(f"Source: {table.source}; paper values from results/paper/adahessian.csv." if table.source
+    notes.append(f"Source: {table.source}; paper values from results/paper/adahessian.csv. Each cell with runs ends "
+                 "in its reproduction verdict (rules and margins: --table reproduction)." if table.source
                  else "No paper has this table: every cell is this harness's measurement.")
     return Section(table.title, ["task", "optimizer", *[f"{table.key}={v:g}" for v in values]], rows, notes)
 
@@ -400,17 +417,17 @@ def build(rs: RecordSet, table: str | None, alpha: float = stats.ALPHA) -> list[
         elif name == "strongest" and (comparisons or table is not None):
             sections.append(strongest_section(comparisons, summary, alpha))
         elif name == "reproduction":
-            sections.append(reproduction_section(list(paper.LAYOUTS.values()), summary, reference, rs.runs, alpha))
+            sections.append(reproduction_section(list(paper.LAYOUTS.values()), summary, reference, alpha))
         elif name == paper.DELAYED:
-            sections.append(delayed_section(summary, reference))
+            sections.append(delayed_section(summary, reference, alpha))
         elif name == paper.PINN:
             sections.append(pinn_section(rs))
         elif name in paper.SWEEPS:
-            sections.append(sweep_section(paper.SWEEPS[name], rs.runs, reference))
+            sections.append(sweep_section(paper.SWEEPS[name], rs.runs, reference, alpha))
         elif name in paper.LAYOUTS:
-            sections.append(layout_section(paper.LAYOUTS[name], summary, reference, rs.runs, alpha))
+            sections.append(layout_section(paper.LAYOUTS[name], summary, reference, alpha))
     if shown and table != "all":
-        sections.append(reproduction_section([paper.LAYOUTS[n] for n in shown], summary, reference, rs.runs, alpha))
+        sections.append(reproduction_section([paper.LAYOUTS[n] for n in shown], summary, reference, alpha))
         if comparisons:
             sections.append(paired_section(comparisons, alpha))
     return sections

@@ -3,6 +3,7 @@ rule, time to target, and the reproduction verdict. Distributions and tests come
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field, replace
 
 import numpy as np
@@ -308,20 +309,23 @@ class Reproduction:
     reason: str
 
 
-def reproduction(ours: np.ndarray, paper_mean: float, paper_std: float, paper_n: int | None, margin: float,
-                 alpha: float = ALPHA) -> Reproduction:
-    """reproduced: equivalent within +-margin by TOST (both one-sided Welch tests reject at alpha, i.e. the
+def reproduction(mean: float, std: float, n: int, paper_mean: float, paper_std: float, paper_n: int | None,
+                 margin: float, alpha: float = ALPHA) -> Reproduction:
+    """Ours (mean, sample std, n seeds) against the paper, from summary statistics.
+
+    reproduced: equivalent within +-margin by TOST (both one-sided Welch tests reject at alpha, i.e. the
     1 - 2 alpha interval lies inside +-margin). not reproduced: the difference is significant (Welch two-sided
     p < alpha) and its estimate lies outside +-margin. inconclusive: neither, or fewer than MIN_SEEDS of ours.
-    paper_n None (a single published run, no spread): the paper's value is taken as a constant."""
-    x = np.asarray(ours, dtype=float)
+    paper_n None (a single published run, or no std): the paper's value is taken as a constant."""
     nan = float("nan")
-    diff = float(x.mean() - paper_mean) if len(x) else nan
-    if len(x) < MIN_SEEDS:
-        return Reproduction(diff, nan, nan, nan, nan, margin, INCONCLUSIVE, f"too few seeds ({len(x)} < {MIN_SEEDS})")
-    if no_spread(x) and (paper_n is None or paper_std == 0):
+    diff = mean - paper_mean
+    if n < MIN_SEEDS:
+        return Reproduction(diff, nan, nan, nan, nan, margin, INCONCLUSIVE, f"too few seeds ({n} < {MIN_SEEDS})")
+    if std <= 1e-9 * max(1.0, abs(mean)) and (paper_n is None or paper_std == 0):
         return Reproduction(diff, nan, nan, nan, nan, margin, INCONCLUSIVE, "no spread observed")
-    w = welch_from_stats(x.mean(), x.std(ddof=1), len(x), paper_mean, paper_std, paper_n, 1 - alpha)
+    if math.isnan(margin):
+        return Reproduction(diff, nan, nan, nan, nan, margin, INCONCLUSIVE, "no margin for this metric")
+    w = welch_from_stats(mean, std, n, paper_mean, paper_std, paper_n, 1 - alpha)
     p_tost = max(float(sps.t.sf((w.diff + margin) / w.se, w.df)), float(sps.t.cdf((w.diff - margin) / w.se, w.df)))
     if p_tost < alpha:
         return Reproduction(w.diff, w.lo, w.hi, w.p, p_tost, margin, REPRODUCED, f"TOST p={p_tost:.2g} < {alpha:g}")

@@ -107,13 +107,20 @@ def test_cell_time_to_target_needs_a_strict_majority() -> None:
     assert math.isnan(stats.cell_time_to_target(np.array([])))
 
 
+def _reproduce(values: np.ndarray, paper_mean: float, paper_std: float, margin: float) -> stats.Reproduction:
+    return stats.reproduction(values.mean(), values.std(ddof=1), len(values), paper_mean, paper_std, 5, margin)
+
+
 def test_reproduction_verdicts() -> None:
     z = np.array([-2.0, -1.0, 0.0, 1.0, 2.0]) / math.sqrt(2.5)  # mean 0, sample sd 1
-    gap = stats.reproduction(92.08 - 0.43 + 0.175 * z, 92.08, 0.08, 5, margin=0.16)
+    gap = _reproduce(92.08 - 0.43 + 0.175 * z, 92.08, 0.08, margin=0.16)
     assert gap.p == pytest.approx(0.003, abs=5e-4) and gap.verdict == stats.NOT_REPRODUCED
-    close = stats.reproduction(90.33 - 0.06 + 0.087 * z, 90.33, 0.13, 5, margin=0.26)
+    close = _reproduce(90.33 - 0.06 + 0.087 * z, 90.33, 0.13, margin=0.26)
     assert close.p == pytest.approx(0.42, abs=0.01) and close.verdict == stats.REPRODUCED
-    wide = stats.reproduction(92.08 - 0.06 + 0.134 * z, 92.08, 0.08, 5, margin=0.16)
+    wide = _reproduce(92.08 - 0.06 + 0.134 * z, 92.08, 0.08, margin=0.16)
     assert wide.verdict == stats.INCONCLUSIVE and wide.lo < -0.16  # can neither show equivalence nor a gap
-    few = stats.reproduction(np.array([92.0, 92.1]), 92.08, 0.08, 5, margin=0.16)
+    few = stats.reproduction(92.05, 0.07, 2, 92.08, 0.08, 5, margin=0.16)
     assert few.verdict == stats.INCONCLUSIVE and "too few seeds" in few.reason
+    single = stats.reproduction(70.0, 0.2, 3, 70.08, math.nan, None, margin=0.5)  # ImageNet: one published run
+    assert single.p == pytest.approx(sps.ttest_1samp([69.8, 70.0, 70.2], 70.08).pvalue)
+    assert single.verdict == stats.REPRODUCED
