@@ -126,3 +126,14 @@ def test_alpha_is_checked(tmp_path: Path) -> None:
     with pytest.raises(SystemExit) as exc:
         parser.parse_args([str(tmp_path), "--alpha", "5"])
     assert exc.value.code == 2
+
+
+def test_unmatched_seeds_use_welch_and_are_named(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    for seed, top1 in zip((0, 1, 2), (90.0, 91.0, 90.5), strict=True):
+        write_record(tmp_path, optimizer="adam", seed=seed, curve=[top1])
+    for seed, top1 in zip((3, 4, 5), (93.0, 92.0, 93.5), strict=True):
+        write_record(tmp_path, optimizer="adahessian", seed=seed, curve=[top1])
+    out = _report([str(tmp_path)], capsys)
+    assert "| Welch t | 3 vs 3 | +2.33 |" in _row(out, "adahessian − adam")
+    assert ("digits adahessian − adam: seeds do not match (no partner: adahessian seed(s) 3, 4, 5; adam seed(s) "
+            "0, 1, 2); unpaired, Welch t on every seed.") in out
