@@ -12,6 +12,7 @@ from typing import Any
 import pandas as pd
 
 from bench.errors import UsageError
+from bench.semantic import semantic_of
 
 RECORD_FILE = "record.json"  # the name bench.records writes; not imported, to keep torch out of reports
 SCHEMA = 1
@@ -23,7 +24,9 @@ COMPANIONS = {"glue_mnli_m": ("glue_mnli_mm", "accuracy_mm")}
 
 @dataclass(frozen=True)
 class RecordSet:
-    """`runs`: one row per run (index `rid`); `history`: one row per eval, keyed by `rid`."""
+    """`runs`: one row per run (index `rid`); `history`: one row per eval, keyed by `rid`. A run's `name` is its
+    optimizer as label_of() names it; its `label` adds the config keys that set it apart from runs of the same
+    name on its task (config_labels), so that reports never pool different configs."""
 
     root: Path
     runs: pd.DataFrame
@@ -60,7 +63,7 @@ def _run_row(rec: dict[str, Any], path: Path) -> dict[str, Any]:
         "optimizer": rec["optimizer"],
         "update_each": update_each,
         "hessian_batch_fraction": fraction,
-        "label": label_of(rec["optimizer"], update_each, fraction) + switched,
+        "name": label_of(rec["optimizer"], update_each, fraction) + switched,
         "seed": int(rec["seed"]),
         "status": rec["status"],
         "error": rec.get("error") or "",
@@ -82,7 +85,36 @@ def _run_row(rec: dict[str, Any], path: Path) -> dict[str, Any]:
         "lr_scale": _number(config.get("lr_scale")),  # experiment=paper_lr_scaling (Table 6), paper_glue_tune
         "block_size": _number(opt_cfg.get("block_size")),  # AdaHessian's averaging block (Table 7)
         "path": str(path),
+        "finished_at": str(rec.get("finished_at") or ""),
     }
+
+
+def _flat(tree: Any, prefix: str = "") -> dict[str, str]:
+    """A nested config as `section.key` -> value text (floats to 6 significant digits, as sweep columns)."""
+    if isinstance(tree, dict):
+        return {k: v for key, sub in tree.items() for k, v in _flat(sub, f"{prefix}{key}.").items()}
+    if isinstance(tree, float):
+        return {prefix[:-1]: f"{tree:.6g}"}
+    return {prefix[:-1]: json.dumps(tree, sort_keys=True) if isinstance(tree, list) else str(tree)}
+
+
+def config_labels(names: pd.Series, tasks: pd.Series, configs: list[dict[str, Any]]) -> pd.Series:
+    """Each run's label: its name where every run of that name on its task has one semantic config (seed aside),
+    else the name and the keys that differ, e.g. `adam lr=0.01` (a key another config lacks reads `unset`)."""
+    flats = [_flat({k: v for k, v in semantic_of(c).items() if k != "seed"}) for c in configs]
+    labels = names.copy()
+    for _, idx in names.groupby([tasks, names]).groups.items():
+        group = [flats[names.index.get_loc(i)] for i in idx]
+        keys = sorted({k for f in group for k in f})
+        differ = [k for k in keys if len({f.get(k, "unset") for f in group}) > 1]
+        if not differ:
+            continue
+        last = [k.rsplit(".", 1)[-1] for k in differ]
+        short = [s if last.count(s) == 1 else k for k, s in zip(differ, last, strict=True)]
+        for i, flat in zip(idx, group, strict=True):
+            labels[i] = " ".join([names[i], *(f"{s}={flat.get(k, 'unset')}" for k, s in zip(differ, short,
+                                                                                             strict=True))])
+    return labels
 
 
 def _significant(x: float) -> float:
@@ -163,5 +195,7 @@ def load(path: str | Path) -> RecordSet:
         raise UsageError(f"{root}: none of its {len(files)} {RECORD_FILE} files is readable (first: "
                          f"{unreadable[0]}); rerun the runs")
     runs = pd.DataFrame(run_rows).rename_axis("rid")
+    runs.insert(runs.columns.get_loc("name") + 1, "label",
+                config_labels(runs["name"], runs["task"], [rec.get("config") or {} for _, rec in records]))
     history = pd.DataFrame(history_rows, columns=["rid", "step", "epoch", "train_loss", "value", "wall_s"])
     return RecordSet(root=root, runs=runs, history=history, unreadable=unreadable)

@@ -18,7 +18,7 @@ from bench.recordset import RecordSet, load
 
 FORMATS = ("md", "latex", "csv", "html")
 # `all` is every paper table; the harness's own sweep tables (lr, lr_scale) are asked for by name.
-SECTIONS = ("summary", "runs", "paired", *paper.LAYOUTS, paper.DELAYED, paper.PINN,
+SECTIONS = ("summary", "runs", "paired", "strongest", *paper.LAYOUTS, "reproduction", paper.DELAYED, paper.PINN,
             *(name for name, table in paper.SWEEPS.items() if table.source))
 TABLES = (*SECTIONS, *(name for name, table in paper.SWEEPS.items() if not table.source), *paper.ALIASES, "all")
 # metric or quantity -> (unit, format spec); anything else prints 4 significant digits
@@ -80,10 +80,10 @@ def beside_paper(ours: str, paper_value: float, diff: float, metric: str, signed
 # ---- sections -----------------------------------------------------------------------------------------
 
 def _target_cell(row: pd.Series) -> str:
-    if not row["has_target"] or row["n_done"] == 0:
+    if not row["has_target"] or row["n_finished"] == 0:
         return "–"
-    reached = f"({row['n_reached']}/{row['n_done']})"
-    if row["n_reached"] == 0:
+    reached = f"({row['n_reached']}/{row['n_finished']})"
+    if not math.isfinite(row["steps_to_target"]):
         return f"not reached {reached}"
     return f"{row['steps_to_target']:.0f} steps, {row['s_to_target']:.1f} s {reached}"
 
@@ -107,8 +107,13 @@ def summary_section(rs: RecordSet, summary: pd.DataFrame) -> Section:
              str(r["n_diverged"]), str(r["n_failed"]), *([str(r["n_running"])] * running)]
             for _, r in summary.iterrows()]
     studies = ", ".join(sorted(set(rs.runs["study"])))
-    notes = [f"{len(rs.runs)} runs under {rs.root} (studies: {studies}). Final metric: mean ± sample std "
-             "over completed seeds. To target: median over completed runs that reached config.task.target."]
+    notes = [f"{len(rs.runs)} runs under {rs.root} (studies: {studies}). Rows: one per config (the run's semantic "
+             "config, seed aside; configs of one optimizer that differ are labelled by the keys that differ). done: "
+             "seeds completed. Final metric: mean ± sample std over those seeds.",
+             "To target: median over every finished seed (completed, diverged or failed) of the first eval at "
+             "config.task.target, a seed that missed counting as never; so a config reaches only when a strict "
+             "majority of its seeds do (AlgoPerf: 3 of 5), else \"not reached (k/n)\" (stats.cell_time_to_target)."]
+    notes += stats.duplicates(rs.runs)
     if rs.unreadable:
         notes.append(f"{len(rs.unreadable)} unreadable record(s) skipped: " + "; ".join(rs.unreadable))
     bad = rs.runs[rs.runs["status"].isin(["diverged", "failed"])].sort_values(["task", "label", "seed"])
@@ -133,34 +138,119 @@ def runs_section(rs: RecordSet, ttt: pd.DataFrame) -> Section:
                    align="llllrlrrrrrrrl")
 
 
-def paired_section(runs: pd.DataFrame, summary: pd.DataFrame, tasks: tuple[str, ...] | None = None) -> Section:
-    """Each optimizer minus its task's baseline, paired by seed, with a bootstrap 95% interval."""
-    rows = []
-    for task, group in summary.groupby("task", sort=True):
-        if tasks is not None and task not in tasks:
-            continue
-        labels = list(group.loc[group["n_done"] > 0, "label"])
-        base = paper.baseline_for(task, labels)
-        if base not in labels:
-            continue
-        metric = group["metric"].iloc[0]
-        for label in labels:
-            if label == base:
-                continue
-            p = stats.paired(runs, task, label, base)
-            ci = "–" if _nan(p.lo) else f"[{num(p.lo, metric, True)}, {num(p.hi, metric, True)}]"
-            rows.append([task, f"{label} − {base}", str(p.n), num(p.mean, metric, signed=True), ci])
-    notes = [f"Final metric, runs paired by seed. 95% CI: bootstrap percentile, {stats.BOOTSTRAP_RESAMPLES} "
-             f"resamples, RNG seed {stats.BOOTSTRAP_SEED}; needs 2 pairs. Lower is better for ppl and logloss."]
+def _signed(x: float, metric: str) -> str:
+    return num(x, metric, signed=True)
+
+
+def _interval_cell(c: stats.Comparison, metric: str) -> str:
+    """The interval, or why there is none and the values instead."""
+    if c.method:
+        return f"[{_signed(c.lo, metric)}, {_signed(c.hi, metric)}]"
+    if c.no_spread:
+        return "no spread observed in either config" if c.unpaired else \
+            f"no spread observed (every difference {_signed(c.mean, metric)})"
+    if c.unpaired:
+        a = ", ".join(num(v, metric) for v in c.values)
+        b = ", ".join(num(v, metric) for v in c.values_b)
+        return f"too few seeds (< {stats.MIN_SEEDS} each): {c.a} {a or '–'}; {c.b} {b or '–'}"
+    diffs = ", ".join(_signed(v, metric) for v in c.values)
+    return f"too few seeds ({len(c.values)} < {stats.MIN_SEEDS} pairs): differences {diffs or '–'}"
+
+
+def _p(x: float) -> str:
+    return "–" if _nan(x) else f"{x:.2g}"
+
+
+def _comparison_cells(c: stats.Comparison, metric: str) -> list[str]:
+    return [c.method or "–", c.n, _signed(c.mean, metric), _interval_cell(c, metric), _p(c.p), _p(c.p_holm),
+            c.verdict or "no test"]
+
+
+def _seed_notes(task: str, c: stats.Comparison) -> list[str]:
+    if not (c.a_only or c.b_only):
+        return []
+    left = "; ".join(f"{name} seed(s) {', '.join(map(str, seeds))}" for name, seeds in ((c.a, c.a_only),
+                                                                                     (c.b, c.b_only)) if seeds)
+    if c.method == "paired t":
+        return [f"{task} {c.a} − {c.b}: paired on the {c.n} seeds both completed; left out, no partner: {left}."]
+    return [f"{task} {c.a} − {c.b}: seeds do not match (no partner: {left}); unpaired, Welch t on every seed."]
+
+
+def _family_notes(comparisons: list[stats.Table], alpha: float) -> list[str]:
+    tested = sum(1 for t in comparisons if t.comparison.method)
+    untested = len(comparisons) - tested
+    family = f"all {tested} tested comparisons in this report" if tested else "empty: no comparison has a test"
+    level = f"{100 * (1 - alpha):g}%"
+    best = sorted({t.task for t in comparisons if t.value == "best"})
+    on = f"best value over epochs on {', '.join(best)} (as the paper's table), elsewhere the " if best else ""
+    notes = [f"Each config against every other on its task, {on}final metric (the test metric where the task has "
+             f"one), first minus second. Paired t on the seeds both completed ({level} Student-t interval of the mean "
+             f"difference, n = pairs); Welch t (unpaired, Welch–Satterthwaite df) when fewer than "
+             f"{stats.MIN_SEEDS} seeds pair up; below {stats.MIN_SEEDS} seeds, or when every difference is equal, "
+             "no interval and no test: the values are listed instead.",
+             f"Family: {family}, over every task shown; p Holm-adjusted over "
+             f"that family, so the chance of any false better/worse verdict in the report is at most α = {alpha:g} "
+             "(bench report --alpha). Verdict for the first config: better/worse when Holm p < α, in the metric's "
+             "direction (↑ higher is better, ↓ lower), else not distinguishable. Intervals are per comparison, not "
+             "adjusted: one that excludes 0 can still be not distinguishable."]
+    if untested:
+        notes.append(f"{untested} comparison(s) without a test (too few seeds or no spread) are not in the family.")
+    return notes
+
+
+def paired_section(comparisons: list[stats.Table], alpha: float = stats.ALPHA) -> Section:
+    """Every config against every other on its task (stats.pairwise), Holm over the report, a verdict per row."""
+    rows = [[t.task, f"{t.comparison.a} − {t.comparison.b}", *_comparison_cells(t.comparison, t.metric)]
+            for t in comparisons]
+    notes = _family_notes(comparisons, alpha)
+    notes += [n for t in comparisons for n in _seed_notes(t.task, t.comparison)]
     if not rows:
-        notes.append("No task has completed runs of both its baseline and another optimizer.")
-    return Section("Paired by seed: optimizer − baseline", ["task", "comparison", "pairs", "mean diff",
-                                                             "95% CI"], rows, notes, align="llrrr")
+        notes.append("No task has completed runs of two configs.")
+    level = f"{100 * (1 - alpha):g}% CI"
+    return Section("Comparisons: every config against every other, paired by seed",
+                   ["task", "comparison", "test", "n", "mean diff", level, "p", "p Holm", "verdict"], rows, notes,
+                   align="llllrrrrl")
 
 
-def layout_section(layout: paper.Layout, summary: pd.DataFrame, reference: pd.DataFrame) -> Section:
-    """A paper table with ours beside it: rows optimizers, columns tasks, plus a Δ-to-baseline per task."""
-    cmp = paper.compare(layout, summary, reference).set_index(["optimizer", "task"])
+def strongest_section(comparisons: list[stats.Table], summary: pd.DataFrame, alpha: float = stats.ALPHA) -> Section:
+    """Each config against the strongest other config of its task (the best mean), from the family above."""
+    rows = [[t.task, t.comparison.a, t.comparison.b, *_comparison_cells(t.comparison, t.metric)]
+            for t in stats.strongest(comparisons, summary, alpha)]
+    notes = ["Strongest other: the other config with the best mean on the task. Each row is that pair's row of the "
+             "comparisons above (same test, same Holm p), read from this config's side."]
+    return Section("Each config against the strongest other", ["task", "config", "strongest other", "test", "n",
+                                                               "mean diff", f"{100 * (1 - alpha):g}% CI", "p",
+                                                               "p Holm", "verdict"], rows, notes,
+                   align="lllllrrrrl")
+
+
+def _reproductions(layout: paper.Layout, cmp: pd.DataFrame, alpha: float) -> dict[tuple[str, str],
+                                                                                  stats.Reproduction]:
+    """The reproduction verdict of every (optimizer, task) cell with a paper value and runs of ours."""
+    out = {}
+    for c in cmp.itertuples():
+        if _nan(c.paper) or c.n == 0 or c.task == layout.average:
+            continue
+        out[(c.optimizer, c.task)] = _reproduce(c.mean, c.std, c.n, c.paper, c.paper_std, c.paper_n, layout.metric,
+                                                alpha)
+    return out
+
+
+def _reproduce(mean: float, std: float, n: int, paper_mean: float, paper_std: float, paper_n: float, metric: str,
+               alpha: float) -> stats.Reproduction:
+    """One paper cell's verdict; a paper value without a std or n is a constant (one published run)."""
+    margin, _ = paper.margin_for(metric, paper_std)
+    known = None if _nan(paper_std) or _nan(paper_n) else int(paper_n)
+    return stats.reproduction(mean, std, n, paper_mean, paper_std, known, margin, alpha)
+
+
+def layout_section(layout: paper.Layout, summary: pd.DataFrame, reference: pd.DataFrame,
+                   alpha: float | None = None) -> Section:
+    """A paper table with ours beside it: rows optimizers, columns tasks, plus a Δ-to-baseline per task; with
+    `alpha`, each cell also gets its reproduction verdict (reproduction_section has the details)."""
+    cmp = paper.compare(layout, summary, reference)
+    verdicts = {} if alpha is None else _reproductions(layout, cmp, alpha)
+    cmp = cmp.set_index(["optimizer", "task"])
     m = layout.metric
     columns = ["optimizer"]
     for task in layout.tasks:
@@ -172,14 +262,20 @@ def layout_section(layout: paper.Layout, summary: pd.DataFrame, reference: pd.Da
             c = cmp.loc[(opt, task)]
             ours = mean_std(c["mean"], c["std"], m) + (f" (n={c['n']:.0f})" if c["n"] else "")
             delta = num(c["delta"], m, signed=True)
-            row += [beside_paper(ours, c["paper"], c["diff"], m),
+            verdict = [verdicts[(opt, task)].verdict] if (opt, task) in verdicts else []
+            row += ["; ".join([beside_paper(ours, c["paper"], c["diff"], m), *verdict]),
                     "" if opt == layout.baseline else beside_paper(delta, c["paper_delta"], math.nan, m, True)]
         rows.append(row)
     ref = reference[(reference["table"] == layout.table) & reference["task"].isin(layout.tasks)]
     sources = "; ".join(dict.fromkeys(ref["source"]))
-    notes = [f"Cells: ours mean ± std over completed seeds (n runs); paper value; diff = ours − paper. "
+    notes = [f"Cells: ours mean ± std over completed seeds (n seeds); paper value; diff = ours − paper"
+             f"{'; the reproduction verdict (see Reproduction)' if verdicts else ''}. "
              f"Δ: optimizer − {layout.baseline}, ours then the paper's. Metric: {metric_header(m, layout.mode)}.",
              f"Source: {sources}."]
+    best = [t for t in layout.tasks if paper.value_of(t) == "best"]
+    if best:
+        notes.append(f"{', '.join(best)}: ours is each run's best test {m} over epochs (metric.best), as the "
+                     "authors' CIFAR script reports it (`Best Acc`); elsewhere the final value.")
     if layout.average:
         notes.append(f"{layout.average} with no runs of its own: mean of the columns the optimizer ran; when some "
                      "columns have no runs at all, the paper's averages are its means over the columns that do.")
@@ -187,7 +283,43 @@ def layout_section(layout: paper.Layout, summary: pd.DataFrame, reference: pd.Da
     return Section(layout.title, columns, rows, notes)
 
 
-def delayed_section(summary: pd.DataFrame, reference: pd.DataFrame) -> Section:
+def reproduction_section(layouts: list[paper.Layout], summary: pd.DataFrame, reference: pd.DataFrame,
+                         alpha: float = stats.ALPHA) -> Section:
+    """Per paper cell with runs of ours: paper and ours with their n, the difference with its Welch interval, the
+    equivalence margin, and reproduced / not reproduced / inconclusive."""
+    rows = []
+    for layout in layouts:
+        cmp = paper.compare(layout, summary, reference)
+        verdicts = _reproductions(layout, cmp, alpha)
+        m = layout.metric
+        for c in cmp.itertuples():
+            r = verdicts.get((c.optimizer, c.task))
+            if r is None:
+                continue
+            n = "single run" if _nan(c.paper_std) else f"n={c.paper_n:.0f}" if not _nan(c.paper_n) else "n not stated"
+            theirs = f"{mean_std(c.paper, c.paper_std, m)} ({n})"
+            ours = f"{mean_std(c.mean, c.std, m)} (n={c.n}, {c.value})"
+            interval = "–" if _nan(r.lo) else f"[{_signed(r.lo, m)}, {_signed(r.hi, m)}]"
+            _, source = paper.margin_for(m, c.paper_std)
+            rows.append([layout.table, c.task, c.optimizer, theirs, ours, _signed(r.diff, m), interval, _p(r.p),
+                         f"±{num(r.margin, m)} ({source})", r.verdict, r.reason])
+    level = f"{100 * (1 - alpha):g}%"
+    notes = [f"diff = ours − paper, with its {level} Welch interval from both means, stds and n (Welch–Satterthwaite "
+             "df); a paper value without a std (a single run, or n not stated) is taken as exact: one-sample t of "
+             "ours against it. p: Welch two-sided.",
+             f"reproduced: equivalent within ±margin by TOST at α = {alpha:g} (both one-sided Welch tests reject, i.e. "
+             f"the {100 * (1 - 2 * alpha):g}% interval lies inside ±margin). not reproduced: p < α and |diff| > "
+             f"margin. inconclusive: neither, or fewer than {stats.MIN_SEEDS} seeds of ours.",
+             f"Margin: {paper.MARGIN_STDS:g}× the paper's std where it gives one; else the per-metric default in "
+             f"bench/paper.METRIC_MARGINS ({', '.join(f'{k} {v:g}' for k, v in paper.METRIC_MARGINS.items())}).",
+             "CIFAR-10 cells compare each run's best test top-1 over epochs (metric.best), as the paper's source "
+             "reports (`Best Acc`); every other cell the final value. Cells with no runs of ours are left out."]
+    return Section("Reproduction of the paper's cells", ["table", "task", "optimizer", "paper", "ours", "diff",
+                                                          f"{level} CI", "p", "margin", "verdict", "why"], rows, notes,
+                   align="lll" + "r" * 6 + "ll")
+
+
+def delayed_section(summary: pd.DataFrame, reference: pd.DataFrame, alpha: float = stats.ALPHA) -> Section:
     """Table 8's cost layout: Hessian every N steps; accuracy, s/step relative to SGD and Adam, HVP count."""
     df = paper.delayed(summary, reference)
     tasks = list(dict.fromkeys(df["task"]))
@@ -200,7 +332,9 @@ def delayed_section(summary: pd.DataFrame, reference: pd.DataFrame) -> Section:
         row = [str(n), f"{fraction:g}"]
         for c in group.itertuples():
             ours = mean_std(c.mean, c.std, c.metric) + (f" (n={c.n})" if c.n else "")
-            row += [beside_paper(ours, c.paper, c.diff, c.metric),
+            verdict = [] if _nan(c.paper) or not c.n else \
+                [_reproduce(c.mean, c.std, c.n, c.paper, math.nan, math.nan, c.metric, alpha).verdict]
+            row += ["; ".join([beside_paper(ours, c.paper, c.diff, c.metric), *verdict]),
                     beside_paper(num(c.x_sgd, "ratio"), c.paper_x_sgd, math.nan, "ratio"),
                     beside_paper(num(c.x_adam, "ratio"), c.paper_x_adam, math.nan, "ratio"),
                     num(c.hvp_count, "hvp")]
@@ -209,7 +343,11 @@ def delayed_section(summary: pd.DataFrame, reference: pd.DataFrame) -> Section:
              "fraction of each batch (config.trainer.hessian_batch_fraction; the gradient is the full batch's). "
              "×SGD/×Adam: mean s/step over "
              "mean s/step of SGD/Adam on the same task (completed runs). HVPs: mean Hessian-vector products "
-             "per run. Paper: arXiv 2006.00719v2 Table 8 (cost relative to SGD/Adam)."]
+             "per run. Paper: arXiv 2006.00719v2 Table 8 (cost relative to SGD/Adam).",
+             "Accuracy: each run's best test top-1 over epochs (the paper's CIFAR script reports `Best Acc`), then the "
+             "reproduction verdict; Table 8 gives no std or n, so its value is taken as exact (one-sample t) with the "
+             f"top1 margin ±{paper.METRIC_MARGINS['top1']:g} of bench/paper.METRIC_MARGINS; see --table reproduction "
+             "for the rules."]
     return Section("Table 8: delayed Hessian update, accuracy and cost", columns, rows, notes)
 
 
@@ -229,7 +367,8 @@ def pinn_section(rs: RecordSet) -> Section:
                    align="lll" + "r" * 6)
 
 
-def sweep_section(table: paper.Sweep, runs: pd.DataFrame, reference: pd.DataFrame) -> Section:
+def sweep_section(table: paper.Sweep, runs: pd.DataFrame, reference: pd.DataFrame,
+                  alpha: float = stats.ALPHA) -> Section:
     """Tables 6 and 7 and the harness's lr sweep: one row per (task, optimizer), one column per swept value, ours
     beside the paper's where a paper has the table."""
     df = paper.sweep(table, runs, reference)
@@ -240,44 +379,57 @@ def sweep_section(table: paper.Sweep, runs: pd.DataFrame, reference: pd.DataFram
         for c in group.itertuples():
             ours = mean_std(c.mean, c.std, c.metric) + (f" (n={c.n})" if c.n else "")
             ours += f" [{c.n_diverged} diverged]" if c.n_diverged else ""
-            row.append(f"{ours}; paper diverged" if c.paper_diverged else beside_paper(ours, c.paper, c.diff, c.metric))
+            verdict = [] if _nan(c.paper) or not c.n else \
+                [_reproduce(c.mean, c.std, c.n, c.paper, c.paper_std, c.paper_n, c.metric, alpha).verdict]
+            row.append(f"{ours}; paper diverged" if c.paper_diverged else
+                       "; ".join([beside_paper(ours, c.paper, c.diff, c.metric), *verdict]))
         rows.append(row)
     notes = [f"Columns: config {table.key}. Cells: ours mean ± std over completed runs (the test metric where the "
              "task has one); diverged runs counted apart; \"–\" where nothing ran."]
-    notes.append(f"Source: {table.source}; paper values from results/paper/adahessian.csv." if table.source
+    notes.append(f"Source: {table.source}; paper values from results/paper/adahessian.csv. Each cell with runs ends "
+                 "in its reproduction verdict (rules and margins: --table reproduction)." if table.source
                  else "No paper has this table: every cell is this harness's measurement.")
     return Section(table.title, ["task", "optimizer", *[f"{table.key}={v:g}" for v in values]], rows, notes)
 
 
-def build(rs: RecordSet, table: str | None) -> list[Section]:
-    """The sections `--table` asks for; no table means the summary (and paired deltas where there are any)."""
+def build(rs: RecordSet, table: str | None, alpha: float = stats.ALPHA) -> list[Section]:
+    """The sections `--table` asks for; no table means the summary and, where two configs share a task, the
+    comparisons and each config against the strongest other."""
     ttt = stats.time_to_target(rs.runs, rs.history)
     summary = stats.summarize(rs.runs, ttt)
     reference = paper.load_reference()
-    if table is None:
-        paired = paired_section(rs.runs, summary)
-        return [summary_section(rs, summary), *([paired] if paired.rows else [])]
-    names = SECTIONS if table == "all" else paper.ALIASES.get(table, (table,))
+    names = ("summary", "paired", "strongest") if table is None else SECTIONS if table == "all" else \
+        paper.ALIASES.get(table, (table,))
+    shown = [n for n in names if n in paper.LAYOUTS]
+    # the family of the Holm rule: the comparisons on the tasks this report shows
+    tasks = None if table in (None, "all", "paired", "strongest") else \
+        tuple(t for n in shown for t in paper.LAYOUTS[n].tasks)
+    best = paper.BEST_OF_EPOCHS if shown and table != "all" else frozenset()  # like the layout's cells
+    comparisons = stats.pairwise(rs.runs, summary, alpha, tasks, best) if tasks is None or shown else []
     sections = []
     for name in names:
         if name == "summary":
             sections.append(summary_section(rs, summary))
         elif name == "runs":
             sections.append(runs_section(rs, ttt))
-        elif name == "paired":
-            sections.append(paired_section(rs.runs, summary))
+        elif name == "paired" and (comparisons or table is not None):
+            sections.append(paired_section(comparisons, alpha))
+        elif name == "strongest" and (comparisons or table is not None):
+            sections.append(strongest_section(comparisons, summary, alpha))
+        elif name == "reproduction":
+            sections.append(reproduction_section(list(paper.LAYOUTS.values()), summary, reference, alpha))
         elif name == paper.DELAYED:
-            sections.append(delayed_section(summary, reference))
+            sections.append(delayed_section(summary, reference, alpha))
         elif name == paper.PINN:
             sections.append(pinn_section(rs))
         elif name in paper.SWEEPS:
-            sections.append(sweep_section(paper.SWEEPS[name], rs.runs, reference))
-        else:
-            layout = paper.LAYOUTS[name]
-            sections.append(layout_section(layout, summary, reference))
-            paired = paired_section(rs.runs, summary, layout.tasks)
-            if table != "all" and paired.rows:
-                sections.append(paired)
+            sections.append(sweep_section(paper.SWEEPS[name], rs.runs, reference, alpha))
+        elif name in paper.LAYOUTS:
+            sections.append(layout_section(paper.LAYOUTS[name], summary, reference, alpha))
+    if shown and table != "all":
+        sections.append(reproduction_section([paper.LAYOUTS[n] for n in shown], summary, reference, alpha))
+        if comparisons:
+            sections.append(paired_section(comparisons, alpha))
     return sections
 
 
@@ -304,7 +456,8 @@ def to_markdown(sections: list[Section]) -> str:
 
 _TEX = {"\\": r"\textbackslash{}", "&": r"\&", "%": r"\%", "$": r"\$", "#": r"\#", "_": r"\_", "{": r"\{",
         "}": r"\}", "~": r"\textasciitilde{}", "^": r"\textasciicircum{}", "±": r"$\pm$", "Δ": r"$\Delta$",
-        "–": "--", "−": "-", "×": r"$\times$", "↑": r"$\uparrow$", "↓": r"$\downarrow$", "→": r"$\rightarrow$"}
+        "–": "--", "−": "-", "×": r"$\times$", "↑": r"$\uparrow$", "↓": r"$\downarrow$", "→": r"$\rightarrow$",
+        "α": r"$\alpha$"}
 
 
 def tex(text: str) -> str:
@@ -398,8 +551,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("path", help="a runs folder (<study>/<run_id>/record.json) or one study folder")
     parser.add_argument(
         "--table", choices=TABLES, metavar="NAME",
-        help="summary (default), runs (one line per run, with time to target), paired (seed-paired deltas "
-             "with bootstrap CIs), paper layouts cifar10, imagenet (Table 2), nmt (Table 3), lm (Table 4), "
+        help="summary (default), runs (one line per run, with time to target), paired (every config against "
+             "every other: t intervals, Holm-adjusted verdicts), strongest (each config against the best other), "
+             "reproduction (every paper cell: reproduced or not), "
+             "paper layouts cifar10, imagenet (Table 2), nmt (Table 3), lm (Table 4), "
              "glue (Table 5), dlrm (text and Fig. 6), delayed (Table 8, cost), pinn (PINN rel-L2); "
              "table2|table3|table4|table5|"
              "fig6|table8 name them by number; table6 (NMT lr scaling), table7 (NMT block size); "
@@ -408,11 +563,24 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--format", choices=FORMATS, default="md", help="output format (default md)")
     parser.add_argument("--out", metavar="FILE", help="write here instead of stdout")
     parser.add_argument("--plots", metavar="DIR", help="also write PNG and SVG plots into DIR")
+    parser.add_argument("--alpha", type=_alpha, default=stats.ALPHA,
+                        help="error rate of the verdicts: intervals at 1 - alpha, better/worse when the Holm-adjusted "
+                             "p is below alpha, reproduction by TOST at alpha (default 0.05)")
+
+
+def _alpha(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        value = math.nan
+    if not 0 < value < 0.5:
+        raise argparse.ArgumentTypeError(f"--alpha {text!r}: expected a number between 0 and 0.5, e.g. 0.05")
+    return value
 
 
 def run(args: argparse.Namespace) -> int:
     rs = load(args.path)
-    emit(build(rs, args.table), args.format, args.out)
+    emit(build(rs, args.table, args.alpha), args.format, args.out)
     if args.plots:
         written, skipped = plots.write_all(rs, Path(args.plots))
         print(f"wrote {len(written)} plot files to {args.plots}", file=sys.stderr)

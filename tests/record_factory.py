@@ -12,8 +12,10 @@ def make_record(*, task: str = "digits", optimizer: str = "adam", seed: int = 0,
                 status: str = "completed", curve: list[float] | None = None, metric: str = "top1",
                 mode: str = "max", target: float | None = None, steps_per_eval: int = 10,
                 s_per_step: float = 0.01, hvp_count: int = 0, update_each: int | None = None,
-                error: str | None = None) -> dict[str, Any]:
-    """A record whose history evaluates `curve` at epochs 1, 2, ... (step = epoch * steps_per_eval)."""
+                error: str | None = None, epochs: int | None = None,
+                finished_at: str = "2026-11-22T17:01:00+00:00") -> dict[str, Any]:
+    """A record whose history evaluates `curve` at epochs 1, 2, ... (step = epoch * steps_per_eval). Its budget,
+    config.trainer.epochs, is `epochs` (default: the curve's length; a run that stopped early planned more)."""
     curve = curve or []
     history = [{"step": e * steps_per_eval, "epoch": e, "train_loss": round(1.0 / e, 4),
                 "metrics": {metric: v, "loss": round(1.0 / e, 4)}, "lr": 0.01,
@@ -37,8 +39,8 @@ def make_record(*, task: str = "digits", optimizer: str = "adam", seed: int = 0,
         "env": {"python": "3.11", "torch": "2.14", "cuda": None, "gpu": None, "world_size": 1, "git_sha": "abc",
                 "dirty": False, "host": "test"},
         "config": {"task": {"name": task, "target": target}, "optimizer": opt_cfg,
-                   "trainer": {"epochs": len(curve)}, "seed": seed, "study": study},
-        "started_at": "2026-11-22T17:00:00+00:00", "finished_at": "2026-11-22T17:01:00+00:00",
+                   "trainer": {"epochs": len(curve) if epochs is None else epochs}, "seed": seed, "study": study},
+        "started_at": "2026-11-22T17:00:00+00:00", "finished_at": finished_at,
     }
 
 
@@ -68,7 +70,7 @@ def demo_study(root: Path) -> Path:
         for seed, curve in enumerate(per_seed):
             write_record(root, optimizer=optimizer, seed=seed, curve=curve, target=92.0, **cost)
     write_record(root, optimizer="adahessian", seed=3, status="diverged", curve=[70, 40], target=92.0,
-                 error="loss is nan at step 25", s_per_step=0.03, hvp_count=25)
+                 error="loss is nan at step 25", s_per_step=0.03, hvp_count=25, epochs=3)
     write_record(root, optimizer="sgd", seed=0, status="failed", curve=[], target=92.0,
                  error="CUDA out of memory")
     return root / "demo"

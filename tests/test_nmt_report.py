@@ -28,13 +28,13 @@ def test_table6_and_table7_group_runs_by_the_swept_value(tmp_path: Path) -> None
     (table6,) = report.build(rs, "table6")
     assert table6.columns == ["task", "optimizer", *(f"lr_scale={v}" for v in ("0.5", 1, 2, 3, 4, 5, 6, 10))]
     rows = {row[1]: dict(zip(table6.columns[2:], row[2:], strict=True)) for row in table6.rows}
-    assert rows["adamw"]["lr_scale=1"] == "35.00 ± 1.41 (n=2); paper 35.66; diff -0.66"
+    assert rows["adamw"]["lr_scale=1"] == "35.00 ± 1.41 (n=2); paper 35.66; diff -0.66; inconclusive"
     assert rows["adamw"]["lr_scale=10"] == "– [1 diverged]; paper diverged"  # the paper's table prints "Diverge"
-    assert rows["adahessian"]["lr_scale=10"] == "33.50 (n=1); paper 32.48; diff +1.02"
+    assert rows["adahessian"]["lr_scale=10"] == "33.50 (n=1); paper 32.48; diff +1.02; inconclusive"
     assert rows["adamw"]["lr_scale=3"] == "–; paper 35.18"  # a multiplier nobody ran still shows the paper's value
     (table7,) = report.build(rs, "table7")
     cells = dict(zip(table7.columns[2:], table7.rows[0][2:], strict=True))
     assert table7.rows[0][:2] == ["iwslt14_transformer", "adahessian"]
-    assert cells["block_size=4"] == "35.00 (n=1); paper 35.78; diff -0.78"
-    assert cells["block_size=32"] == "33.50 (n=1); paper 35.79; diff -2.29"
+    assert cells["block_size=4"] == "35.00 (n=1); paper 35.78; diff -0.78; inconclusive"
+    assert cells["block_size=32"] == "33.50 (n=1); paper 35.79; diff -2.29; inconclusive"
     assert cells["block_size=1"] == "–; paper 35.67"

@@ -11,6 +11,8 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
+from scipy.stats import t as t_dist
+from scipy.stats import ttest_rel
 
 from bench import paper, plots, report, stats
 from bench.errors import UsageError
@@ -70,21 +72,24 @@ def test_time_to_target_respects_mode_and_missing_target(tmp_path: Path) -> None
     assert tuple(ttt.loc[("ptb", 0), ["steps_to_target", "s_to_target"]]) == (30, 15.0)
     assert ttt.loc[("notarget", 0), ["steps_to_target", "s_to_target"]].isna().all()
     s = stats.summarize(rs.runs, stats.time_to_target(rs.runs, rs.history)).set_index("task")
-    assert (s.loc["digits", "n_reached"], s.loc["digits", "steps_to_target"]) == (1, 20)
+    # 1 of 2 seeds reached: not a strict majority, so the cell does not reach (a miss counts as never)
+    assert (s.loc["digits", "n_reached"], s.loc["digits", "steps_to_target"]) == (1, math.inf)
+    assert s.loc["ptb", "steps_to_target"] == 30
     assert not s.loc["notarget", "has_target"]
 
 
-def test_paired_by_seed_with_deterministic_bootstrap(runs: Path) -> None:
-    write_record(runs, optimizer="adam", seed=7, curve=[99.0])  # no adahessian partner: not paired
+def test_paired_t_interval_on_the_seeds_both_completed(runs: Path) -> None:
+    write_record(runs, optimizer="adam", seed=7, curve=[99.0], epochs=3)  # no adahessian partner: left out
     rs = load(runs)
-    p = stats.paired(rs.runs, "digits", "adahessian", "adam")
-    assert p.n == 3 and p.mean == pytest.approx(4 / 3)
-    # resampled means of (1, 2, 1): P(all 1s) = 8/27 and P(all 2s) = 1/27 both exceed 2.5%
-    assert (p.lo, p.hi) == (1.0, 2.0)
-    assert stats.paired(rs.runs, "digits", "adahessian", "adam") == p
-    assert stats.bootstrap_ci(pd.Series([0.5, 0.5]).to_numpy()) == (0.5, 0.5)
-    single = stats.paired(rs.runs, "digits", "adam", "sgd")
-    assert single.n == 0 and math.isnan(single.mean)
+    c = stats.compare_seeds(stats.per_seed(rs.runs, "digits", "adahessian"), stats.per_seed(rs.runs, "digits", "adam"),
+                            ("adahessian", "adam"))
+    # differences 1, 2, 1: mean 4/3, sd 1/sqrt(3); Student t with 2 df
+    half = t_dist.ppf(0.975, 2) * (1 / math.sqrt(3)) / math.sqrt(3)
+    assert (c.method, c.n, c.a_only, c.b_only) == ("paired t", "3", (), (7,))
+    assert (c.mean, c.lo, c.hi) == pytest.approx((4 / 3, 4 / 3 - half, 4 / 3 + half))
+    assert c.p == pytest.approx(ttest_rel([91, 94, 95], [90, 92, 94]).pvalue)
+    none = stats.compare_seeds(stats.per_seed(rs.runs, "digits", "adam"), stats.per_seed(rs.runs, "digits", "sgd"))
+    assert none.method == "" and math.isnan(none.p)
 
 
 def test_cifar_layout_beside_paper_with_deltas(tmp_path: Path) -> None:
@@ -136,7 +141,8 @@ def test_default_report_shows_failures_and_paired(runs: Path, capsys: pytest.Cap
     assert "| digits | adahessian | top1 % ↑ |    3 | 93.33 ± 2.08 |" in out
     assert "diverged: digits adahessian seed 3: loss is nan at step 25" in out
     assert "failed: digits sgd seed 0: CUDA out of memory" in out
-    assert re.search(r"\| digits +\| adahessian − adam +\| +3 \| +\+1\.33 \| \[\+1\.00, \+2\.00\] \|", out)
+    assert re.search(r"\| digits +\| adahessian − adam +\| paired t \| 3 \| +\+1\.33 \| \[-0\.10, \+2\.77\] \| "
+                     r"0\.057 \| +0\.057 \| not distinguishable \|", out)
 
 
 def _pipes(line: str) -> int:
