@@ -161,7 +161,8 @@ class AdaHessian(EstimatorHooks, Optimizer):
         n_samples: Hutchinson probes per refresh (each is one Hessian-vector product).
         probe: ``"rademacher"`` or ``"gaussian"``.
         spatial_average: average ``D`` over the spatial dims of 3-/4-/5-D (conv) weights.
-        block_size: average ``D`` over blocks of this many elements of the last dim of other tensors.
+        block_size: average ``D`` over blocks of this many input elements of 2-D weights and of pointwise
+            (kernel size 1) conv weights, which are Linear layers over channels; 1-D tensors stay element-wise.
         seed: probe seed; ``None`` draws one from torch's global RNG. Give each data-parallel rank its own.
         hessian_reduce: in-place hook on the raw estimate list, e.g. an all-reduce mean across ranks;
             also settable later as ``opt.hessian_reduce = fn``.

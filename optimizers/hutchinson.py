@@ -9,12 +9,21 @@ The estimate is produced in two stages so that every optimizer can take what it 
 1. :meth:`HutchinsonEstimator.raw`: the signed mean of ``z ⊙ Hz`` over ``n_samples`` probes (unbiased),
    then the ``reduce`` hook (in place). Under data parallelism the hook all-reduces it as a mean across
    ranks; each rank draws its own probes, so N ranks average N·n_samples Hutchinson samples.
-2. :func:`smooth_`: ``|·|`` and AdaHessian's variance reduction (Yao et al. 2021, Eq. 10): the mean over
-   the spatial dims of a convolution kernel (one value per kernel, broadcast back; 3-, 4- and 5-D weights,
-   i.e. conv1d/2d/3d) and, for all other tensors, the mean over blocks of ``block_size`` consecutive
-   elements of the last dim (the authors' fairseq variant). Averaging ``|z ⊙ Hz|`` rather than the
-   signed product follows the authors' image-classification and instruction/ code; for one Rademacher
-   probe it is exactly their ``mean(|Hz|)``. (Their fairseq file takes ``|·|`` of the signed block mean.)
+2. :func:`smooth_`: ``|·|`` and AdaHessian's variance reduction (Yao et al. 2021, Eq. 10), in that order, as in
+   all of the authors' code (``abs(hv * v)`` first, then the mean; for one Rademacher probe ``|z ⊙ Hz| = |Hz|``):
+   - 0-D and 1-D tensors (biases, LayerNorm/BatchNorm) stay element-wise whatever ``block_size``, as in the
+     authors' fairseq optimizer (``transformer/fairseq/optim/adahessian.py``: ``len(param_size) <= 1``);
+   - 2-D weights ``[out, in]`` are averaged over blocks of ``block_size`` consecutive input elements of each row
+     (the fairseq rule, ``abs(hv * v).view(-1, b)``, row-major; the paper's Fig. 5: "consecutive elements along
+     the rows"). Eq. 10 assumes the size is divisible by b. When ``in`` is not a multiple of ``block_size`` the
+     authors' flat view would let blocks run across rows (and fails unless ``numel`` is a multiple); here every
+     row keeps its own blocks and a shorter final one (our WikiText-103 width 410 with b 4 is such a case);
+   - a pointwise conv weight ``[out, in, 1]`` (``1, 1`` / ``1, 1, 1``; SqueezeBERT's 1x1 Conv1d) is a Linear
+     over channels and gets the 2-D rule on its ``[out, in]`` view, exactly as the equivalent Linear weight (the
+     authors' ``instruction/adahessian.py`` with a 3-D block size gives the same);
+   - other conv weights (3-, 4-, 5-D, ``spatial_average``) get one value per kernel: the mean over their spatial
+     dims, as ``image_classification/optim_adahessian.py`` does for 4-D kernels (``mean(dim=[2, 3])``);
+   - any other tensor of 2+ dims is averaged over blocks of its last dim.
 
 Probes come from a ``torch.Generator`` per device that the estimator owns and seeds itself, and whose
 state is part of :meth:`HutchinsonEstimator.state_dict`: same seed, same probes; a resumed run draws the
@@ -69,19 +78,30 @@ def _block_mean_(t: Tensor, block_size: int) -> None:
         tail.copy_(tail.mean(dim=-1, keepdim=True).expand_as(tail))
 
 
-def smooth_(tensors: Sequence[Tensor], *, spatial_average: bool = True, block_size: int = 1) -> None:
-    """In place: ``|·|``, then spatial averaging of conv kernels and block averaging of other tensors.
+def _is_pointwise_conv(t: Tensor) -> bool:
+    """A conv weight whose kernel is one position (``[out, in, 1]``, ``[out, in, 1, 1]``, ...)."""
+    return t.dim() in _SPATIAL_DIMS and all(s == 1 for s in t.shape[2:])
 
-    A 3-/4-/5-D tensor is treated as a conv1d/2d/3d weight when ``spatial_average`` is True; every other
-    tensor with at least one dim is block-averaged along its last dim when ``block_size > 1``.
+
+def smooth_(tensors: Sequence[Tensor], *, spatial_average: bool = True, block_size: int = 1) -> None:
+    """In place: ``|·|``, then the authors' averaging rule by tensor kind (module docstring): 0-/1-D stay
+    element-wise; 2-D weights and pointwise conv weights (as their ``[out, in]`` view) are block-averaged along
+    the input dim when ``block_size > 1``; other 3-/4-/5-D tensors get one value per conv kernel when
+    ``spatial_average`` is True, else blocks along their last dim.
     """
     if not tensors:
         return
     torch._foreach_abs_(list(tensors))
     for t in tensors:
-        if spatial_average and t.dim() in _SPATIAL_DIMS:
+        if t.dim() <= 1:
+            continue
+        if _is_pointwise_conv(t):
+            if block_size > 1:
+                # Dropping size-1 dims is always a view, so the in-place mean writes through to t.
+                _block_mean_(t.view(t.shape[0], t.shape[1]), block_size)
+        elif spatial_average and t.dim() in _SPATIAL_DIMS:
             _spatial_mean_(t)
-        elif block_size > 1 and t.dim() >= 1:
+        elif block_size > 1:
             _block_mean_(t, block_size)
 
 
@@ -92,7 +112,8 @@ class HutchinsonEstimator:
         n_samples: probes averaged per estimate (each costs one Hessian-vector product).
         probe: ``"rademacher"`` (±1, the lower-variance default) or ``"gaussian"``.
         spatial_average: :func:`smooth_` averages conv kernels over their spatial dims.
-        block_size: :func:`smooth_` block size for other tensors (1 = no block averaging).
+        block_size: :func:`smooth_` block size along the input dim of 2-D and pointwise conv weights
+            (1 = no block averaging; 1-D tensors are never block-averaged).
         seed: seed of the probe generators; ``None`` draws one from torch's global RNG.
         reduce: called in place on the raw estimate (e.g. an all-reduce mean across ranks).
             May also be set later through the ``reduce`` attribute.

@@ -79,6 +79,52 @@ def test_conv1d_and_conv3d_models_train() -> None:
 
 
 # ---------------------------------------------------------------------------------------------------
+class _Pointwise(nn.Module):
+    """Two channel mixes with a tanh between, as Linear layers or as SqueezeBERT's 1x1 Conv1d layers."""
+
+    def __init__(self, conv: bool) -> None:
+        super().__init__()
+        make = (lambda i, o: nn.Conv1d(i, o, 1)) if conv else nn.Linear
+        self.conv = conv
+        self.a, self.b = make(8, 12), make(12, 2)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:  # x: [batch, 8]
+        if self.conv:
+            return self.b(torch.tanh(self.a(x.unsqueeze(-1)))).squeeze(-1)
+        return self.b(torch.tanh(self.a(x)))
+
+
+def _pointwise_run(conv: bool, block_size: int, steps: int = 4) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
+    torch.manual_seed(0)
+    model = _Pointwise(conv=False).double()
+    if conv:
+        state = {k: v.unsqueeze(-1) if v.dim() == 2 else v for k, v in model.state_dict().items()}
+        model = _Pointwise(conv=True).double()
+        model.load_state_dict(state)
+    opt = AdaHessian(model.parameters(), lr=0.05, block_size=block_size, seed=1)
+    g = torch.Generator().manual_seed(2)
+    for _ in range(steps):
+        x, y = torch.randn(6, 8, generator=g, dtype=torch.float64), torch.randn(6, 2, generator=g, dtype=torch.float64)
+        opt.zero_grad()
+        ((model(x) - y) ** 2).mean().backward(create_graph=True)
+        opt.step()
+    weights = [p.detach().reshape(p.shape[:2]) if p.dim() == 3 else p.detach() for p in model.parameters()]
+    diags = [opt.state[p]["hessian_diag"] for p in model.parameters()]
+    return weights, [d.reshape(d.shape[:2]) if d.dim() == 3 else d for d in diags]
+
+
+def test_pointwise_conv1d_model_takes_the_same_steps_as_the_linear_model_in_float64() -> None:
+    """SqueezeBERT's weights are [out, in, 1] Conv1d kernels: with block_size 4 AdaHessian must update them as the
+    equivalent Linear [out, in] weights (same probes), blocks of 4 input channels included."""
+    lin_w, lin_d = _pointwise_run(conv=False, block_size=4)
+    conv_w, conv_d = _pointwise_run(conv=True, block_size=4)
+    for a, b in zip(lin_w + lin_d, conv_w + conv_d, strict=True):
+        torch.testing.assert_close(b, a, rtol=1e-12, atol=1e-14)
+    assert lin_d[0].view(12, 2, 4).unique(dim=-1).shape[-1] == 1  # blocks of 4 input channels
+    elementwise_w, _ = _pointwise_run(conv=True, block_size=1)
+    assert not torch.allclose(elementwise_w[0], conv_w[0])  # the block size reaches the conv weights
+
+
 # Independent reference: the paper's equations, per parameter, written without the optimizer's code.
 
 

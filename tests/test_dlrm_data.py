@@ -9,10 +9,12 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 
 from tasks.base import DataError
 from tasks.dlrm.parse import MISSING_ID, Block, parse_file
-from tasks.dlrm.prepare import ensure_prepared, prepare_criteo, split_sizes
+from tasks.dlrm.prepare import ensure_prepared, prepare_criteo, split_ranges, split_sizes
+from tasks.dlrm.task import CriteoDLRMTask
 from tasks.dlrm.torchrec import find_torchrec, load_torchrec
 from tests.conftest import bench
 from tests.criteo_fixtures import kaggle_line, learnable_rows, real_sample, write_train
@@ -48,6 +50,61 @@ def test_reference_split_sizes() -> None:
     assert split_sizes(100) == {"train": 86, "test": 7, "val": 7}
     assert split_sizes(45_840_617) == {"train": 39_291_958, "test": 3_274_330, "val": 3_274_329}
     assert split_sizes(7) == {"train": 6, "test": 1, "val": 0}
+
+
+def test_split_ranges_paper_and_reference() -> None:
+    sizes = split_sizes(100)  # days of 15, 15, 14, 14, 14, 14, 14: train 86, day 7 is rows 86-99
+    assert split_ranges(sizes, "paper_day7") == {"train": (0, 86), "test": (86, 100), "val": (86, 100)}
+    assert split_ranges(sizes, "dlrm_half_day7") == {"train": (0, 86), "test": (86, 93), "val": (93, 100)}
+    with pytest.raises(ValueError, match=r"task\.test_split=day7: expected one of paper_day7, dlrm_half_day7"):
+        split_ranges(sizes, "day7")
+
+
+def _task(data_dir: Path, **kwargs: object) -> CriteoDLRMTask:
+    return CriteoDLRMTask(str(data_dir), prepare_workers=1, model={"embedding_dim": 4, "bottom_mlp": [13, 8, 4],
+                          "top_mlp": [8, 1]}, device=torch.device("cpu"), batch_size=32, eval_batch_size=16, seed=0,
+                          rank=0, world_size=1, **kwargs)
+
+
+@pytest.mark.parametrize(("test_split", "test_rows", "val_rows"),
+                         [("paper_day7", (600, 700), (600, 700)), ("dlrm_half_day7", (600, 650), (650, 700))])
+def test_test_split_scores_the_rows_it_names(tmp_path: Path, test_split: str, test_rows: tuple[int, int],
+                                             val_rows: tuple[int, int]) -> None:
+    """700 rows = 7 days of 100: both train on days 1-6; the paper tests on all of day 7, the reference on its
+    first half. test() scores exactly those rows of train.txt (checked against the file's own labels)."""
+    lines = learnable_rows(700)
+    task = _task(write_train(tmp_path / "data", lines), test_split=test_split)
+    assert task.data.splits == {"train": (0, 600), "test": test_rows, "val": val_rows} and task.n_train == 600
+    summary = task.data_summary()
+    assert summary["test_split"] == test_split
+    assert summary["split"] == {"train": 600, "test": test_rows[1] - test_rows[0], "val": val_rows[1] - val_rows[0]}
+    torch.manual_seed(0)
+    model = task.build_model().eval()
+    lo, hi = test_rows
+    labels = np.array([int(line.split("\t")[0]) for line in lines[lo:hi]], dtype=np.float64)
+    np.testing.assert_array_equal(task.data.labels[lo:hi], labels)
+    dense, sparse, _ = task.batch(slice(lo, hi))
+    with torch.no_grad():
+        p = torch.sigmoid(model(dense, sparse)).numpy().astype(np.float64)
+    assert task.test(model)["accuracy"] == pytest.approx(100.0 * np.mean(np.round(p) == labels), abs=1e-12)
+    assert task.evaluate(model) == task.score(model, "val")
+
+
+def test_test_split_default_is_the_papers_and_a_wrong_value_is_one_line(tmp_path: Path) -> None:
+    folder = write_train(tmp_path / "data", learnable_rows(70))
+    assert _task(folder).data.splits["test"] == (60, 70)
+    with pytest.raises(ValueError, match=r"task\.test_split=half: expected one of paper_day7, dlrm_half_day7"):
+        _task(folder, test_split="half")
+
+
+def test_real_sample_test_split(tmp_path: Path) -> None:
+    lines = real_sample().read_text().splitlines()
+    folder = write_train(tmp_path / "data", lines)
+    for test_split, test_rows in (("paper_day7", (86, 100)), ("dlrm_half_day7", (86, 93))):
+        data = _task(folder, test_split=test_split).data
+        assert data.splits["test"] == test_rows
+        lo, hi = test_rows
+        np.testing.assert_array_equal(data.labels[lo:hi], [float(line.split("\t")[0]) for line in lines[lo:hi]])
 
 
 def test_real_sample_rows_dictionaries_and_values(tmp_path: Path) -> None:
@@ -208,8 +265,9 @@ def test_torchrec_layout_is_read_in_place(tmp_path: Path) -> None:
     assert find_torchrec(tmp_path) == [f"day_{d}" for d in range(7)]
     with pytest.raises(DataError, match=r"task\.max_ind_range"):
         load_torchrec(tmp_path, -1)
-    data = load_torchrec(tmp_path, 1000)
+    data = load_torchrec(tmp_path, 1000, "dlrm_half_day7")
     assert data.splits == {"train": (0, 60), "test": (60, 65), "val": (65, 70)}
+    assert load_torchrec(tmp_path, 1000, "paper_day7").splits == {"train": (0, 60), "test": (60, 70), "val": (60, 70)}
     rows = np.array([3, 9, 10, 65])
     np.testing.assert_array_equal(data.labels[rows], [0, 0, 1, 0])
     raw = np.load(tmp_path / "day_6_sparse.npy")[5]

@@ -34,7 +34,7 @@ def one_thread() -> Iterator[None]:
 
 @pytest.fixture(scope="module")
 def criteo_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """700 learnable Kaggle-format rows: 600 train, 50 test, 50 validation."""
+    """700 learnable Kaggle-format rows: 600 train (days 1-6), 100 in day 7."""
     return write_train(tmp_path_factory.mktemp("criteo"), learnable_rows(700))
 
 
@@ -53,7 +53,9 @@ def test_hybrid_run_lowers_the_loss_and_records_the_routing(tmp_path: Path, crit
     assert set(metrics) == {"accuracy", "roc_auc", "logloss"}
     assert record["metric"]["name"] == "accuracy" and record["metric"]["final"] == metrics["accuracy"]
     assert set(record["test"]) == set(metrics) and record["metric"]["test"] == record["test"]["accuracy"]
-    assert record["data"]["split"] == {"train": 600, "test": 50, "val": 50} and record["data"]["skipped_lines"] == 0
+    # task.test_split=paper_day7 (the default): all of day 7 tests, and is also the per-epoch evaluation.
+    assert record["data"]["split"] == {"train": 600, "test": 100, "val": 100} and record["data"]["skipped_lines"] == 0
+    assert record["data"]["test_split"] == "paper_day7" and record["config"]["task"]["test_split"] == "paper_day7"
     assert record["cost"]["throughput_unit"] == "examples" and record["cost"]["items_per_s"] > 0
     routing = record["param_routing"]
     assert routing["embeddings"] == {"optimizer": "adagrad", "n_tensors": 26,

@@ -177,9 +177,9 @@ def test_averaging_rules_by_rank() -> None:
     out = [vec.clone(), mat.clone(), scalar.clone()]
     smooth_(out)  # block_size=1: 0-D, 1-D and 2-D tensors stay element-wise
     assert torch.equal(out[0], vec.abs()) and torch.equal(out[1], mat.abs()) and out[2] == scalar.abs()
-    out = [vec.clone(), mat.clone()]
-    smooth_(out, block_size=2)  # block averaging applies to 1-D and 2-D tensors
-    assert torch.allclose(out[0], vec.abs().view(3, 2).mean(1).repeat_interleave(2))
+    out = [vec.clone(), mat.clone(), scalar.clone()]
+    smooth_(out, block_size=2)  # block averaging applies to 2-D tensors; 0-D and 1-D stay element-wise
+    assert torch.equal(out[0], vec.abs()) and out[2] == scalar.abs()
     assert torch.allclose(out[1], mat.abs().view(3, 2, 2).mean(2).repeat_interleave(2, dim=1))
     conv = torch.randn(2, 2, 3, 3)
     out = [conv.clone()]
@@ -237,3 +237,80 @@ def test_installed_peer_estimator_is_unbiased_on_a_non_diagonal_hessian() -> Non
     assert constant_probes == ("which is always -1" in peer_caveat())
     if not constant_probes:
         assert (mean - diag).abs().max() < 0.25 * (row_sums - diag).abs().max()
+
+
+def _fairseq_block_rule(hz: torch.Tensor, z: torch.Tensor, b: int) -> torch.Tensor:
+    """The authors' fairseq rule for a 2-D weight (transformer/fairseq/optim/adahessian.py, get_trace):
+    |hv * v| viewed row-major as (-1, b), each block's mean repeated back to the weight's shape."""
+    return (hz * z).abs().view(-1, b).mean(dim=1).repeat_interleave(b).view(hz.shape)
+
+
+def _linear_and_conv1d(out_f: int, in_f: int, seed: int) -> tuple[torch.nn.Linear, torch.nn.Conv1d]:
+    torch.manual_seed(seed)
+    linear = torch.nn.Linear(in_f, out_f).double()
+    conv = torch.nn.Conv1d(in_f, out_f, 1).double()
+    with torch.no_grad():
+        conv.weight.copy_(linear.weight.unsqueeze(-1))
+        conv.bias.copy_(linear.bias)
+    return linear, conv
+
+
+def _nonlinear_loss(y: torch.Tensor) -> torch.Tensor:
+    return (torch.tanh(y) ** 2).sum() + (y**3).mean()  # a dense, non-diagonal Hessian in the weight
+
+
+def test_pointwise_conv1d_weight_gets_the_linear_block_rule_in_float64() -> None:
+    """SqueezeBERT's [out, in, 1] Conv1d weights: the same Hessian-diagonal estimate as the equivalent Linear
+    [out, in] under the authors' block rule (blocks of block_size input channels), from the same probes."""
+    linear, conv = _linear_and_conv1d(3, 8, seed=0)
+    x = torch.randn(5, 8, dtype=torch.float64)
+    g_lin = torch.autograd.grad(_nonlinear_loss(linear(x)), list(linear.parameters()), create_graph=True)
+    g_conv = torch.autograd.grad(_nonlinear_loss(conv(x.unsqueeze(-1)).squeeze(-1)), list(conv.parameters()),
+                                 create_graph=True)
+    z_w, z_b = HutchinsonEstimator(seed=3).probes(list(linear.parameters()))
+    hz_w, hz_b = torch.autograd.grad(g_lin, list(linear.parameters()), grad_outputs=[z_w, z_b], retain_graph=True)
+    est_lin = HutchinsonEstimator(block_size=4, seed=3).estimate(list(linear.parameters()), g_lin)
+    est_conv = HutchinsonEstimator(block_size=4, seed=3).estimate(list(conv.parameters()), g_conv)
+    assert est_conv[0].shape == (3, 8, 1)
+    torch.testing.assert_close(est_conv[0].squeeze(-1), est_lin[0], rtol=1e-12, atol=0)
+    torch.testing.assert_close(est_conv[1], est_lin[1], rtol=1e-12, atol=0)
+
+    # Both equal the authors' rule on the Linear weight, and the blocks really average (not element-wise).
+    torch.testing.assert_close(est_lin[0], _fairseq_block_rule(hz_w, z_w, 4), rtol=1e-12, atol=0)
+    assert not torch.allclose(est_lin[0], (hz_w * z_w).abs())
+    assert est_lin[0].view(3, 2, 4).unique(dim=-1).shape[-1] == 1
+    # The 1-D bias stays element-wise: |z ⊙ Hz|.
+    torch.testing.assert_close(est_lin[1], (hz_b * z_b).abs(), rtol=1e-12, atol=0)
+
+
+@pytest.mark.parametrize("block_size", [2, 4, 32])
+@pytest.mark.parametrize("spatial_average", [True, False])
+def test_one_dim_tensors_stay_element_wise_whatever_the_block_size(block_size: int, spatial_average: bool) -> None:
+    t = torch.randn(64, dtype=torch.float64)
+    out = [t.clone()]
+    smooth_(out, spatial_average=spatial_average, block_size=block_size)
+    assert torch.equal(out[0], t.abs())
+
+
+@pytest.mark.parametrize("shape", [(6, 8, 1), (6, 8, 1, 1), (6, 8, 1, 1, 1)])
+@pytest.mark.parametrize("spatial_average", [True, False])
+def test_pointwise_conv_weights_of_any_rank_are_blocked_along_input_channels(
+    shape: tuple[int, ...], spatial_average: bool
+) -> None:
+    t = torch.randn(shape, dtype=torch.float64)
+    out = [t.clone()]
+    smooth_(out, spatial_average=spatial_average, block_size=4)
+    expected = t.abs().view(6, 2, 4).mean(-1, keepdim=True).expand(6, 2, 4).reshape(shape)
+    assert torch.equal(out[0], expected)
+    out = [t.clone()]
+    smooth_(out, spatial_average=spatial_average, block_size=1)
+    assert torch.equal(out[0], t.abs())
+
+
+def test_conv_kernels_keep_the_spatial_mean_whatever_the_block_size() -> None:
+    """Kernels with more than one position: one value per kernel (the authors' image-classification rule);
+    block_size does not reach them."""
+    t = torch.randn(4, 8, 3, 3, dtype=torch.float64)
+    out = [t.clone()]
+    smooth_(out, block_size=4)
+    assert torch.equal(out[0], t.abs().mean(dim=(2, 3), keepdim=True).expand_as(t))

@@ -15,10 +15,32 @@ from tasks.nmt.bleu import corpus_bleu, remove_bpe, split_compounds
 from tasks.nmt.decode import beam_search, greedy
 from tasks.nmt.dictionary import Dictionary
 from tasks.nmt.loss import label_smoothed_nll_loss
-from tasks.nmt.model import Transformer, make_positions, sinusoidal_table
+from tasks.nmt.model import Attention, Transformer, make_positions, sinusoidal_table
 from tasks.nmt.task import TranslationTask
 
 PAD = Dictionary.pad
+
+
+def test_attention_init_is_fairseqs_multihead_attention() -> None:
+    """fairseq's MultiheadAttention.reset_parameters (the authors' fork and upstream): q/k/v weights xavier-uniform
+    with gain 1/sqrt(2), out_proj xavier-uniform with bias 0; q/k/v biases are not reset, so they keep nn.Linear's
+    default U(-1/sqrt(dim), 1/sqrt(dim))."""
+    dim = 512
+    torch.manual_seed(0)
+    attn = Attention(dim, 4, 0.0)
+    torch.manual_seed(0)
+    default_q = torch.nn.Linear(dim, dim)  # q is built first, so it drew the same bias
+    torch.testing.assert_close(attn.q.bias, default_q.bias, rtol=0, atol=0)
+    bound = 1 / math.sqrt(dim)
+    for proj in (attn.q, attn.k, attn.v):
+        b = proj.bias.detach()
+        assert b.abs().max() <= bound and b.abs().max() > 0.9 * bound  # spans the default's range
+        assert abs(b.std().item() - bound / math.sqrt(3)) < 0.15 * bound / math.sqrt(3)
+        xavier = 1 / math.sqrt(2) * math.sqrt(6 / (2 * dim))
+        assert proj.weight.abs().max() <= xavier and proj.weight.abs().max() > 0.99 * xavier
+    assert not torch.equal(attn.q.bias, attn.k.bias)
+    assert torch.count_nonzero(attn.out.bias) == 0
+    assert attn.out.weight.abs().max() > 0.99 * math.sqrt(6 / (2 * dim))
 
 
 def test_sinusoidal_positions_are_fairseqs() -> None:

@@ -44,8 +44,12 @@ def initial_rel_l2(tmp_path: Path, *overrides: str) -> float:
 @pytest.mark.parametrize("optimizer", ["adam", "adahessian"])
 @pytest.mark.parametrize("task", ["pinn_burgers", "pinn_poisson", "pinn_convection"])
 def test_small_run_lowers_rel_l2(tmp_path: Path, task: str, optimizer: str) -> None:
-    overrides = (f"task={task}", f"optimizer={optimizer}", f"task.cache_dir={tmp_path}", *SMALL, LR[optimizer])
-    if task != "pinn_poisson":
+    small = SMALL
+    if task == "pinn_convection":
+        # Krishnapriyan et al.'s grid setup (the default) takes every grid t on the x faces and the whole t = 0 row.
+        small = tuple(o for o in SMALL if not o.startswith("task.n_boundary="))
+    overrides = (f"task={task}", f"optimizer={optimizer}", f"task.cache_dir={tmp_path}", *small, LR[optimizer])
+    if task == "pinn_burgers":
         overrides += ("task.n_initial=64",)
     if task == "pinn_convection":
         overrides += ("task.params.beta=1.0",)  # learnable in 100 steps; beta=30 is the known failure case

@@ -84,6 +84,32 @@ def split_sizes(rows: int) -> dict[str, int]:
     return {"train": sum(days[:-1]), "test": last - last // 2, "val": last // 2}
 
 
+# Where the test rows come from. paper_day7: "the first 6 days as the training set and the last day as the test
+# set" (AdaHessian, arXiv 2006.00719v2, Sec. IV-A(e)). dlrm_half_day7: facebookresearch/dlrm's Kaggle split
+# (data_utils.py), day 7's first half test, its second half validation.
+TEST_SPLITS = ("paper_day7", "dlrm_half_day7")
+
+
+def split_ranges(split: dict[str, int], test_split: str) -> dict[str, tuple[int, int]]:
+    """Rows [start, stop) of train, test and val from :func:`split_sizes`'s consecutive layout.
+
+    paper_day7 tests on all of day 7 and has no held-out validation rows: ``val`` is day 7 too, so the per-epoch
+    evaluation is the paper's test curve (its Fig. 6) and must not be used to select a model.
+    """
+    if test_split not in TEST_SPLITS:
+        raise ValueError(f"task.test_split={test_split}: expected one of {', '.join(TEST_SPLITS)}")
+    train, test = split["train"], split["test"]
+    rows = train + test + split["val"]
+    if test_split == "paper_day7":
+        return {"train": (0, train), "test": (train, rows), "val": (train, rows)}
+    return {"train": (0, train), "test": (train, train + test), "val": (train + test, rows)}
+
+
+def split_summary(ranges: dict[str, tuple[int, int]], test_split: str) -> dict[str, Any]:
+    """The record's view of the split: its name and the rows of each part."""
+    return {"test_split": test_split, "split": {k: hi - lo for k, (lo, hi) in ranges.items()}}
+
+
 class FirstSeenCodes:
     """One column's dictionary: id -> code in first-seen order, growing block by block.
 

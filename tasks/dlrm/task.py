@@ -3,7 +3,8 @@
 Training reads the prepared memory maps a batch at a time (numpy gathers, no per-example Python). The
 embedding tables form the param group routed to `task.routes.embeddings` (sparse Adagrad, as the paper);
 everything else trains with the optimizer under test. Metrics as the reference's `inference`: accuracy (%)
-with `round(p)`, sklearn's ROC AUC and log loss; the validation half per epoch, the test half in `test()`.
+with `round(p)`, sklearn's ROC AUC and log loss; the validation rows per epoch, the test rows in `test()`.
+`task.test_split` picks them: the paper's whole day 7 (validation = test) or the reference code's two halves.
 """
 
 from __future__ import annotations
@@ -22,7 +23,7 @@ from torch import nn
 from tasks.base import Metric, Task
 from tasks.dlrm.model import DLRM
 from tasks.dlrm.parse import N_DENSE, N_SPARSE
-from tasks.dlrm.prepare import ensure_prepared
+from tasks.dlrm.prepare import TEST_SPLITS, ensure_prepared, split_ranges, split_summary
 from tasks.dlrm.torchrec import find_torchrec, load_torchrec
 
 # torch's sparse Adagrad builds its COO updates unchecked and says so on every run; nothing to act on.
@@ -53,18 +54,18 @@ class CriteoArrays:
 
 
 def kaggle_arrays(data_dir: str, cache_dir: str | None, max_ind_range: int, skip_bad_lines: bool,
-                  workers: int) -> CriteoArrays:
+                  workers: int, test_split: str) -> CriteoArrays:
     prepared = ensure_prepared(data_dir, cache_dir, max_ind_range, skip_bad_lines, workers=workers)
     m = prepared.manifest
     rows = m["rows"]
-    train, test = m["split"]["train"], m["split"]["test"]
+    ranges = split_ranges(m["split"], test_split)
     open_ = {name: np.load(prepared.folder / f"{name}.npy", mmap_mode="r")[:rows]
              for name in ("labels", "dense", "sparse")}
     summary = {"layout": "kaggle", "source": m["source"], "cache": str(prepared.folder), "rows": rows,
-               "skipped_lines": m["skipped_lines"], "split": m["split"], "table_sizes": m["table_sizes"],
-               "prepare_seconds": m["seconds"], "prepare_lines_per_s": m["lines_per_s"]}
-    return CriteoArrays(open_["labels"], open_["dense"], open_["sparse"], m["table_sizes"],
-                        {"train": (0, train), "test": (train, train + test), "val": (train + test, rows)}, summary)
+               "skipped_lines": m["skipped_lines"], **split_summary(ranges, test_split),
+               "table_sizes": m["table_sizes"], "prepare_seconds": m["seconds"],
+               "prepare_lines_per_s": m["lines_per_s"]}
+    return CriteoArrays(open_["labels"], open_["dense"], open_["sparse"], m["table_sizes"], ranges, summary)
 
 
 def synthetic_arrays(n: int, table_sizes: Sequence[int]) -> CriteoArrays:
@@ -88,7 +89,8 @@ class CriteoDLRMTask(Task):
 
     def __init__(self, data_dir: str, cache_dir: str | None = None, max_ind_range: int = -1,
                  skip_bad_lines: bool = False, shuffle: str = "total", synthetic: int = 0,
-                 prepare_workers: int = 0, model: dict[str, Any] | None = None, **runtime: Any) -> None:
+                 prepare_workers: int = 0, model: dict[str, Any] | None = None, test_split: str = "paper_day7",
+                 **runtime: Any) -> None:
         super().__init__(**runtime)
         if self.world_size > 1:
             raise ValueError(f"task=criteo_dlrm with {self.world_size} processes: not supported yet (the sparse "
@@ -96,6 +98,9 @@ class CriteoDLRMTask(Task):
                              "use trainer.devices=1")
         if shuffle not in SHUFFLES:
             raise ValueError(f"task.shuffle={shuffle}: expected one of {', '.join(SHUFFLES)}")
+        if test_split not in TEST_SPLITS:
+            raise ValueError(f"task.test_split={test_split}: expected one of {', '.join(TEST_SPLITS)} (the paper's "
+                             "whole day 7, or the dlrm reference code's first half of day 7)")
         self.model_cfg = {**DEFAULT_MODEL, **(model or {})}
         if self.model_cfg["bottom_mlp"][0] != N_DENSE:
             raise ValueError(f"task.model.bottom_mlp={list(self.model_cfg['bottom_mlp'])}: must start with "
@@ -105,9 +110,10 @@ class CriteoDLRMTask(Task):
             cap = min(SYNTHETIC_TABLE_CAP, max_ind_range) if max_ind_range > 0 else SYNTHETIC_TABLE_CAP
             self.data = synthetic_arrays(synthetic, [min(s, cap) for s in KAGGLE_TABLE_SIZES])
         elif find_torchrec(data_dir) is not None:
-            self.data = load_torchrec(data_dir, max_ind_range)
+            self.data = load_torchrec(data_dir, max_ind_range, test_split)
         else:
-            self.data = kaggle_arrays(data_dir, cache_dir, max_ind_range, skip_bad_lines, prepare_workers)
+            self.data = kaggle_arrays(data_dir, cache_dir, max_ind_range, skip_bad_lines, prepare_workers,
+                                      test_split)
         start, stop = self.data.splits["train"]
         self.n_train = stop - start
         if self.n_train < 1:
@@ -162,7 +168,7 @@ class CriteoDLRMTask(Task):
         p = np.concatenate(probabilities).astype(np.float64) if probabilities else np.zeros(0)
         y = np.asarray(self.data.labels[lo:hi], dtype=np.float64)
         if len(y) == 0:
-            raise ValueError(f"the {split} split is empty: the data has too few rows for the reference split")
+            raise ValueError(f"the {split} split is empty: the data has too few rows for the 7-day split")
         metrics = {"accuracy": 100.0 * float(np.mean(np.round(p) == y)),
                    "logloss": float(log_loss(y, p, labels=[0, 1]))}
         if 0 < y.sum() < len(y):  # AUC needs both classes

@@ -19,7 +19,7 @@ import numpy as np
 
 from tasks.base import DataError
 from tasks.dlrm.parse import N_DENSE, N_SPARSE
-from tasks.dlrm.prepare import split_sizes
+from tasks.dlrm.prepare import split_ranges, split_sizes, split_summary
 
 if TYPE_CHECKING:
     from tasks.dlrm.task import CriteoArrays
@@ -72,7 +72,7 @@ def _load(path: Path, columns: int | None) -> np.ndarray:
     return array
 
 
-def load_torchrec(data_dir: str | Path, max_ind_range: int) -> CriteoArrays:
+def load_torchrec(data_dir: str | Path, max_ind_range: int, test_split: str = "paper_day7") -> CriteoArrays:
     from tasks.dlrm.task import CriteoArrays
 
     root = Path(data_dir).expanduser()
@@ -98,11 +98,11 @@ def load_torchrec(data_dir: str | Path, max_ind_range: int) -> CriteoArrays:
             return x.astype(np.int64)
     sparse_rows = ConcatRows(sparse, to_codes)
     rows = len(sparse_rows)
-    split = split_sizes(rows)
-    train, test = split["train"], split["test"]
+    ranges = split_ranges(split_sizes(rows), test_split)
     summary: dict[str, Any] = {"layout": "torchrec", "source": str(root), "files": stems, "rows": rows,
-                               "split": split, "table_sizes": sizes, "sparse": "contiguous" if contiguous else
-                               f"raw ids mod {max_ind_range}", "skipped_lines": 0}
+                               **split_summary(ranges, test_split), "table_sizes": sizes,
+                               "sparse": "contiguous" if contiguous else f"raw ids mod {max_ind_range}",
+                               "skipped_lines": 0}
     return CriteoArrays(ConcatRows(labels, lambda y: y.reshape(-1).astype(np.float32)),
                         ConcatRows(dense, lambda x: np.asarray(x, dtype=np.float32)), sparse_rows, sizes,
-                        {"train": (0, train), "test": (train, train + test), "val": (train + test, rows)}, summary)
+                        ranges, summary)

@@ -35,7 +35,8 @@ def make_positions(tokens: torch.Tensor, pad: int) -> torch.Tensor:
 
 
 class Attention(nn.Module):
-    """Multi-head attention with fairseq's init (q, k, v xavier with gain 1/sqrt 2, output xavier, zero bias)."""
+    """Multi-head attention with fairseq's init (MultiheadAttention.reset_parameters): q, k, v weights xavier with
+    gain 1/sqrt 2 and their biases left at nn.Linear's default U(+-1/sqrt(dim)); output weight xavier, bias 0."""
 
     def __init__(self, dim: int, heads: int, dropout: float) -> None:
         super().__init__()
@@ -46,8 +47,7 @@ class Attention(nn.Module):
         for proj in (self.q, self.k, self.v):
             nn.init.xavier_uniform_(proj.weight, gain=1 / math.sqrt(2))
         nn.init.xavier_uniform_(self.out.weight)
-        for proj in (self.q, self.k, self.v, self.out):
-            nn.init.zeros_(proj.bias)
+        nn.init.zeros_(self.out.bias)
 
     def project(self, x: torch.Tensor, proj: nn.Linear) -> torch.Tensor:
         """(B, T, dim) -> (B, heads, T, dim / heads)."""

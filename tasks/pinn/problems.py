@@ -218,6 +218,14 @@ class Convection(Problem):
             raise DataError(f"task.domain.x=[{self.box.lows[0]}, {self.box.highs[0]}]: the periodic boundary of "
                             "convection needs a width that is a multiple of 2*pi, e.g. [0, 6.283185307179586]")
 
+    def reference_points(self) -> np.ndarray:
+        # Krishnapriyan et al.'s rel-L2 grid (pbc_examples/main_pbc.py): 256 x in [0, 2 pi) without its end, which
+        # is x = 0 again on a periodic domain, times 100 t in [0, 1] with both ends.
+        x = np.linspace(*self.box.interval("x"), self.grid[0], endpoint=False)
+        t = np.linspace(*self.box.interval("t"), self.grid[1])
+        xx, tt = np.meshgrid(x, t, indexing="ij")
+        return np.stack([xx.ravel(), tt.ravel()], axis=1)
+
     def solution(self, points: np.ndarray) -> np.ndarray:
         return np.sin(points[:, 0] - self.params["beta"] * points[:, 1])
 

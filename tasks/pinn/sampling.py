@@ -1,7 +1,12 @@
 """Training points: collocation points inside the domain, boundary and initial points with their targets.
 
-Points are drawn uniformly from a CPU generator seeded by (seed, epoch), so the same seed gives the same points
-on every device; the fixed set (the common setup) is the epoch-0 draw, `resample` draws a new set per epoch.
+Two layouts. ``random``: points drawn uniformly from a CPU generator seeded by (seed, epoch), so the same seed
+gives the same points on every device; the fixed set (the common setup) is the epoch-0 draw, `resample` draws a
+new set per epoch. ``grid`` (convection, as the references): an x-t grid whose interior (t = t0 and the x faces
+removed) is subsampled without replacement by ``numpy.random.RandomState(seed).choice``, the same call and
+stream as ``np.random.seed(seed); np.random.choice(...)`` in Krishnapriyan et al.'s ``sample_random``
+(``pbc_examples/utils.py``) and Rathore et al.'s ``get_data`` (``src/train_utils.py``); the initial set is the
+whole t = t0 row and the periodic pairs are every grid t on the two x faces.
 """
 
 from __future__ import annotations
@@ -78,6 +83,50 @@ def draw(problem: Problem, n_collocation: int, n_boundary: int, n_initial: int, 
     return Points(interior=put(interior), interior_source=put(_values(problem, interior, source=True)),
                   boundary=put(boundary), boundary_target=put(boundary_target), partner=put(partner),
                   initial=put(initial), initial_target=put(target))
+
+
+@dataclass(frozen=True)
+class Grid:
+    """The ``grid`` layout: ``x`` and ``t`` points over the box (x includes its high end when ``x_endpoint``;
+    t always includes both ends) and the seed of the collocation subsample."""
+
+    x: int
+    t: int
+    x_endpoint: bool
+    seed: int
+
+
+def grid_axes(problem: Problem, grid: Grid) -> tuple[np.ndarray, np.ndarray]:
+    x = np.linspace(*problem.box.interval("x"), grid.x, endpoint=grid.x_endpoint)
+    return x, np.linspace(*problem.box.interval("t"), grid.t)
+
+
+def grid_interior(problem: Problem, grid: Grid) -> np.ndarray:
+    """Grid points off t = t0 and off both x faces, t-major (numpy meshgrid's default, as both references)."""
+    x, t = grid_axes(problem, grid)
+    x_inner = x[1:-1] if grid.x_endpoint else x[1:]
+    xx, tt = np.meshgrid(x_inner, t[1:])
+    return np.stack([xx.ravel(), tt.ravel()], axis=1)
+
+
+def draw_grid(problem: Problem, n_collocation: int, grid: Grid, device: torch.device,
+              dtype: torch.dtype = torch.float32) -> Points:
+    """The references' grid points (see the module docstring) for a periodic-in-x, time-dependent problem."""
+    interior = grid_interior(problem, grid)
+    pick = np.random.RandomState(grid.seed).choice(len(interior), n_collocation, replace=False)
+    interior = interior[pick]
+    x, t = grid_axes(problem, grid)
+    (x_lo, x_hi), (t_lo, _) = problem.box.interval("x"), problem.box.interval("t")
+    initial = np.stack([x, np.full_like(x, t_lo)], axis=1)
+    boundary = np.stack([np.full_like(t, x_lo), t], axis=1)
+    partner = np.stack([np.full_like(t, x_hi), t], axis=1)
+
+    def put(a: np.ndarray) -> Tensor:
+        return torch.from_numpy(a).to(device=device, dtype=dtype)
+
+    return Points(interior=put(interior), interior_source=put(problem.source(interior)), boundary=put(boundary),
+                  boundary_target=None, partner=put(partner), initial=put(initial),
+                  initial_target=put(problem.solution(initial)))
 
 
 def grid_tensor(points: np.ndarray, device: torch.device, dtype: torch.dtype = torch.float32) -> Tensor:
