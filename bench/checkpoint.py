@@ -43,6 +43,9 @@ class Refused(ValueError):
 
 
 def rng_state() -> dict[str, Any]:
+    """Every global RNG stream a resumed run continues: Python's (a tuple of ints), NumPy's (a tuple around its
+    MT19937 key array, which bench/safe_state.py stores as dtype + bytes), torch's CPU and CUDA generators
+    (uint8 tensors)."""
     state = {"python": random.getstate(), "numpy": np.random.get_state(), "torch": torch.get_rng_state()}
     if torch.cuda.is_available():
         state["cuda"] = torch.cuda.get_rng_state_all()
@@ -72,7 +75,7 @@ def refusal(exc: pickle.UnpicklingError) -> str:
     if named:
         return f"it asks to load {named[1]}, which a weights-only load does not allow"
     detail = re.search(r"WeightsUnpickler error:\s*(\S[^\n]*)", text)
-    return f"a weights-only load rejects it ({detail[1] if detail else text.splitlines()[0]})"
+    return f"a weights-only load rejects it ({detail[1] if detail else text.partition(chr(10))[0]})"
 
 
 def decode(blob: bytes) -> dict[str, Any]:

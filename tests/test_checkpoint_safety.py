@@ -13,8 +13,11 @@ from pathlib import Path
 
 import pytest
 import torch
+from omegaconf import OmegaConf
 
+from bench import worker
 from bench.checkpoint import CHECKPOINT_NAME, MAGIC, OLD_MAGIC, PREVIOUS_NAME, decode
+from bench.config import compose_config
 from bench.runner import Runner
 from bench.snapshots import BEST, SNAPSHOT_DIR, average_snapshots, load_best, save_best, save_snapshot
 from tests.runs import comparable, run
@@ -149,3 +152,17 @@ def test_crafted_snapshots_are_refused_and_never_run(tmp_path: Path) -> None:
     assert answer.startswith("average of the weights at the end of epochs [2] (left out: epoch_00001.pt is refused")
     assert all(torch.equal(model.state_dict()[k], v) for k, v in kept.items())
     assert not marker.exists()
+
+
+def test_a_worker_runs_only_the_config_its_launcher_wrote(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    """The launcher leaves the resolved config in the run folder for its workers; one changed in between (its
+    `_target_` could name any callable) is refused in one line and nothing runs."""
+    cfg = compose_config(["task=digits", f"paths.runs={tmp_path}", "trainer.epochs=1"])
+    written = OmegaConf.to_yaml(OmegaConf.to_container(cfg, resolve=True)).encode()
+    path = tmp_path / "config.yaml"
+    path.write_bytes(written.replace(b"name: digits", b"name: digits\n  _target_: builtins.exec", 1))
+    assert worker.main([str(path), hashlib.sha256(written).hexdigest()]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err == [f"error: {path}: not the config the launcher wrote (SHA-256 mismatch; changed since), so it is "
+                   "not run; rerun the same command"]
+    assert not list(tmp_path.rglob("record.json"))
