@@ -53,7 +53,10 @@ def to_plain(value: Any, where: str = "state") -> Any:
         for key in value:
             if type(key) not in SCALARS:
                 raise TypeError(f"{where}: a dict key of type {class_name(type(key))}; use str or int keys")
-        return kind((k, to_plain(v, f"{where}.{k}")) for k, v in value.items())
+        plain = kind((k, to_plain(v, f"{where}.{k}")) for k, v in value.items())
+        if kind is OrderedDict:  # a module state_dict's `_metadata` (module versions, used by load_state_dict)
+            plain.__dict__.update(to_plain(vars(value), f"{where}.<attributes>"))
+        return plain
     if kind in (list, tuple):
         return kind(to_plain(v, f"{where}[{i}]") for i, v in enumerate(value))
     if isinstance(value, np.ndarray | np.generic) and not value.dtype.hasobject:
@@ -89,7 +92,10 @@ def from_plain(value: Any) -> Any:
     if kind not in (dict, OrderedDict):
         return value
     if TAG not in value:
-        return kind((k, from_plain(v)) for k, v in value.items())
+        rebuilt = kind((k, from_plain(v)) for k, v in value.items())
+        if kind is OrderedDict:
+            rebuilt.__dict__.update(from_plain(vars(value)))
+        return rebuilt
     tag = value[TAG]
     if tag in ("ndarray", "numpy_scalar"):
         dtype = np.dtype(value["dtype"])

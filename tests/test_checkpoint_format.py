@@ -63,11 +63,15 @@ def test_every_state_type_comes_back_exactly_and_with_its_type() -> None:
              "stopped_early": {"epoch": 2, "reason": "top1 did not improve"}, "nested": OrderedDict(a=(1, None)),
              "arrays": [np.arange(6, dtype=np.float32).reshape(2, 3), np.array([True, False]),
                         np.array([], dtype=np.int16)], "size": torch.Size([2, 3]), "dtype": torch.float16}
-    saved = {"model": {}, "optimizer": {}, "schedule": {}, "state": state, "ranks": [{"rng": rng_state()}]}
+    model = torch.nn.Sequential(torch.nn.Linear(2, 2), torch.nn.BatchNorm1d(2))
+    saved = {"model": model.state_dict(), "optimizer": {}, "schedule": {}, "state": state,
+             "ranks": [{"rng": rng_state()}]}
     expected = (random.random(), np.random.standard_normal(), torch.rand(1))
     loaded = decode(encode(saved))
     restore_rng_state(loaded["ranks"][0]["rng"])
     assert (random.random(), np.random.standard_normal(), torch.rand(1)) == expected
+    assert same(loaded["model"], model.state_dict())
+    assert loaded["model"]._metadata == model.state_dict()._metadata  # module versions, for load_state_dict
     back = loaded["state"]
     assert type(back["history"][0]["metrics"]["mcc"]) is np.float64 and back["history"][0]["metrics"]["mcc"] == 0.25
     assert type(back["history"][0]["metrics"]["n"]) is np.int64
