@@ -42,6 +42,13 @@ def class_name(cls: type) -> str:
     return f"{cls.__module__}.{cls.__qualname__}"
 
 
+def plain_key(key: Any) -> bool:
+    """A dict key a weights-only load rebuilds as it was: a scalar, a device or dtype, or a tuple of these."""
+    if type(key) is tuple:
+        return all(plain_key(k) for k in key)
+    return type(key) in SCALARS or type(key) in (torch.device, torch.dtype)
+
+
 def to_plain(value: Any, where: str = "state") -> Any:
     """`value` with every non-plain part tagged; TypeError naming the path of a part that cannot be stored."""
     kind = type(value)
@@ -51,7 +58,7 @@ def to_plain(value: Any, where: str = "state") -> Any:
         if TAG in value:
             raise TypeError(f"{where}: a dict with the key {TAG!r}, which checkpoints reserve")
         for key in value:
-            if type(key) not in SCALARS:
+            if not plain_key(key):
                 raise TypeError(f"{where}: a dict key of type {class_name(type(key))}; use str or int keys")
         plain = kind((k, to_plain(v, f"{where}.{k}")) for k, v in value.items())
         if kind is OrderedDict:  # a module state_dict's `_metadata` (module versions, used by load_state_dict)

@@ -61,6 +61,7 @@ def test_every_state_type_comes_back_exactly_and_with_its_type() -> None:
     random.random(), np.random.standard_normal(), torch.rand(1)  # mid-stream, with NumPy's cached Gaussian set
     state = {"step": 7, "history": [{"metrics": {"mcc": np.float64(0.25), "n": np.int64(3)}, "lr": 0.1}],
              "stopped_early": {"epoch": 2, "reason": "top1 did not improve"}, "nested": OrderedDict(a=(1, None)),
+             "keys": {torch.device("cpu"): 1, ("a", 2): 2, torch.float32: 3},
              "arrays": [np.arange(6, dtype=np.float32).reshape(2, 3), np.array([True, False]),
                         np.array([], dtype=np.int16)], "size": torch.Size([2, 3]), "dtype": torch.float16}
     model = torch.nn.Sequential(torch.nn.Linear(2, 2), torch.nn.BatchNorm1d(2))
@@ -78,8 +79,8 @@ def test_every_state_type_comes_back_exactly_and_with_its_type() -> None:
     assert type(back["nested"]) is OrderedDict and back["nested"]["a"] == (1, None)
     for got, want in zip(back["arrays"], state["arrays"], strict=True):
         assert got.dtype == want.dtype and np.array_equal(got, want)
-    assert {k: back[k] for k in ("step", "stopped_early", "size", "dtype")} == \
-        {k: state[k] for k in ("step", "stopped_early", "size", "dtype")}
+    assert {k: back[k] for k in ("step", "stopped_early", "size", "dtype", "keys")} == \
+        {k: state[k] for k in ("step", "stopped_early", "size", "dtype", "keys")}
 
 
 def test_state_a_weights_only_load_cannot_rebuild_is_refused_when_saved() -> None:
