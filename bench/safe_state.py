@@ -67,7 +67,7 @@ def to_plain(value: Any, where: str = "state") -> Any:
     if kind in (list, tuple):
         return kind(to_plain(v, f"{where}[{i}]") for i, v in enumerate(value))
     if isinstance(value, np.ndarray | np.generic) and not value.dtype.hasobject:
-        return {TAG: "ndarray" if kind is np.ndarray else "numpy_scalar", "dtype": value.dtype.str,
+        return {TAG: "ndarray" if isinstance(value, np.ndarray) else "numpy_scalar", "dtype": value.dtype.str,
                 "shape": list(np.shape(value)),
                 "data": torch.from_numpy(np.frombuffer(value.tobytes(), dtype=np.uint8).copy())}
     name = class_name(kind)
@@ -76,7 +76,7 @@ def to_plain(value: Any, where: str = "state") -> Any:
     if name in STATE_CLASSES and hasattr(value, "__dict__"):
         return {TAG: "object", "class": name, "attrs": to_plain(vars(value), f"{where}.<{kind.__name__}>")}
     raise TypeError(f"{where} is a {name}, which a weights-only checkpoint cannot hold; store it as tensors, "
-                    f"numbers and strings in the optimizer's state_dict, or add the class to "
+                    "numbers and strings in the optimizer's state_dict, or add the class to "
                     "bench.safe_state.STATE_CLASSES if rebuilding it from its attributes is exact")
 
 
