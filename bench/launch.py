@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import os
 import signal
 import subprocess
@@ -137,7 +138,8 @@ def spawn(cfg: DictConfig, command: list[str], env: dict[str, str] | None = None
     config_path = run_dir / "config.yaml"
     resolved = OmegaConf.to_yaml(OmegaConf.to_container(cfg, resolve=True)).encode()
     write_atomic(config_path, lambda f: f.write(resolved))  # a concurrent launch may write the same file
-    proc = subprocess.Popen([*command, str(config_path)], env={**os.environ, **(env or {})})
+    digest = hashlib.sha256(resolved).hexdigest()  # the workers run only this config (bench/worker.py)
+    proc = subprocess.Popen([*command, str(config_path), digest], env={**os.environ, **(env or {})})
     forwarded = {}
     if threading.current_thread() is threading.main_thread():
         for sig in (signal.SIGTERM, signal.SIGINT):

@@ -322,7 +322,7 @@ def test_resume_is_bitwise_identical() -> None:
     buf = io.BytesIO()
     torch.save({"model": model.state_dict(), "opt": opt.state_dict()}, buf)
     buf.seek(0)
-    ckpt = torch.load(buf)
+    ckpt = torch.load(buf, weights_only=True)
 
     model = _Net().double()
     model.load_state_dict(ckpt["model"])
@@ -475,7 +475,7 @@ def test_cuda_training_and_resume() -> None:
     _train(model, opt, data[3:])
     expected = [p.detach().clone() for p in model.parameters()]
     buf.seek(0)
-    ckpt = torch.load(buf)
+    ckpt = torch.load(buf, weights_only=True)
     model = _Net().cuda()
     model.load_state_dict(ckpt["model"])
     opt = AdaHessian(model.parameters(), lr=0.01, update_each=2)

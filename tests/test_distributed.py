@@ -104,7 +104,7 @@ def test_two_process_adahessian_averages_gradients_and_hessian_estimates(tmp_pat
     smooth_(expected_hessian, spatial_average=True, block_size=1)
     assert not torch.allclose(raws[0][0], raws[1][0]), "ranks must draw their own probes"
     for rank in range(2):
-        got = torch.load(tmp_path / f"rank{rank}.pt")
+        got = torch.load(tmp_path / f"rank{rank}.pt", weights_only=True)
         for g, e in zip([*got["grad"], *got["hessian"]], [*expected_grad, *expected_hessian], strict=True):
             torch.testing.assert_close(g, e, atol=1e-6, rtol=1e-5)
 
