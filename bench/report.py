@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from bench import paper, plots, stats
+from bench import ledger, paper, plots, stats
 from bench.recordset import RecordSet, load
 
 FORMATS = ("md", "latex", "csv", "html")
@@ -278,6 +278,8 @@ def build(rs: RecordSet, table: str | None) -> list[Section]:
             paired = paired_section(rs.runs, summary, layout.tasks)
             if table != "all" and paired.rows:
                 sections.append(paired)
+    for section in sections:  # under each paper table, the declared deviations from the paper its runs show
+        section.notes += ledger.section_notes(section.title, rs.runs)
     return sections
 
 
