@@ -348,7 +348,8 @@ def report_notes(configs: Iterable[dict[str, Any]], ledger: Ledger | None = None
     for dev in ledger.deviations:
         if dev.id in counts:
             setting = f"{dev.key}={dev.value}" if dev.key else "not a config key"
-            notes.append(f"Deviation from the paper [{dev.id}] ({counts[dev.id]} runs; {setting}; {dev.variant}): "
+            runs = f"{counts[dev.id]} run{'s' if counts[dev.id] != 1 else ''}"
+            notes.append(f"Deviation from the paper [{dev.id}] ({runs}; {setting}; {dev.variant}): "
                          f"{dev.reason}. Source: {dev.source}.")
     if notes:
         notes.insert(0, "Declared deviations (results/paper/deviations.csv; the paper's setup: setup.csv):")
