@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from bench import paper, plots, stats
+from bench import ledger, paper, plots, stats
 from bench.recordset import RecordSet, load
 
 FORMATS = ("md", "latex", "csv", "html")
@@ -430,6 +430,8 @@ def build(rs: RecordSet, table: str | None, alpha: float = stats.ALPHA) -> list[
         sections.append(reproduction_section([paper.LAYOUTS[n] for n in shown], summary, reference, alpha))
         if comparisons:
             sections.append(paired_section(comparisons, alpha))
+    for section in sections:  # under each paper table, the declared deviations from the paper its runs show
+        section.notes += ledger.section_notes(section.title, rs.runs)
     return sections
 
 
