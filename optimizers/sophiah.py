@@ -12,9 +12,11 @@ with the denominator ``D_t = max(γ·h_t, ε)`` (``denominator="max"``, the pape
 (``denominator="sum"``, the form of Sassha's SophiaH, LOG-postech/Sassha optimizers/sophiaH.py, whose CIFAR
 settings the CIFAR recipes take; the two are up to 2x apart where γ·h is near ε).
 
-Defaults: ``γ = 0.01``, SophiaH's own value (``rho`` here; SophiaG's released 0.04 multiplies a token-batch-scaled
-estimate and is on another scale). pytorch-optimizer's SophiaH (a port of the paper's first version, whose update
-is ``θ −= η'·clip(m / max(h, ε'), ρ)``) defaults to ρ = 0.01 with η' = 6e-2, ε' = 1e-12; since
+Defaults: ``γ = 0.01`` (``rho`` here), SophiaH's scale as pytorch-optimizer's SophiaH gives it (SophiaG's released
+0.04 multiplies a token-batch-scaled estimate and is on another scale). The paper's own SophiaH value could not be
+retrieved and quoted on this machine: the 0.01 is the library's, not checked against the paper's text.
+pytorch-optimizer's SophiaH (a port of the paper's first version, whose update is
+``θ −= η'·clip(m / max(h, ε'), ρ)``) defaults to ρ = 0.01 with η' = 6e-2, ε' = 1e-12; since
 ``η'·clip(m/max(h, ε'), ρ) = η'ρ·clip(m/max(ρh, ρε'), 1)`` that is γ = 0.01, η = 6e-4 here, and
 tests/test_zoo_sophiah.py checks the equality over 20 steps. β = (0.96, 0.99), k = 10, ε = 1e-12 and Gaussian
 probes are the paper's setup (Section 3.3). The estimate ``ĥ`` is the signed mean of ``z ⊙ Hz`` from
