@@ -97,17 +97,20 @@ def train_step(task: Task, model: torch.nn.Module, optimizer: torch.optim.Optimi
 
 def closure_step(task: Task, model: torch.nn.Module, optimizer: torch.optim.Optimizer, batch: Any, *,
                  hessian: bool, device: torch.device, amp: str, dist: Distributed) -> StepResult:
-    """`optimizer.step(closure)`: each call recomputes the loss on this batch and its gradient (with the graph
-    kept when the step also takes Hessian-vector products). The first call's loss is the step's loss."""
+    """`optimizer.step(closure)`: each call recomputes the loss on this batch and its gradient. On a step that
+    also takes Hessian-vector products the first call keeps the graph (they are taken at the current point);
+    later calls (OASIS's gradient at the previous iterate, a line search) do not build a double-backward graph
+    that nothing would use. The first call's loss is the step's loss."""
     calls: list[tuple[torch.Tensor, int]] = []
 
     def closure() -> torch.Tensor:
         optimizer.zero_grad(set_to_none=True)
+        graph = hessian and not calls
         with torch.enable_grad():
-            loss, n = forward_loss(task, model, batch, device, amp, hessian)
+            loss, n = forward_loss(task, model, batch, device, amp, graph)
             if not calls:
                 check_finite(loss, dist, device)
-            loss.backward(create_graph=hessian)
+            loss.backward(create_graph=graph)
         dist.after_backward(model)
         calls.append((loss.detach(), n))
         return loss.detach()

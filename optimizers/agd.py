@@ -13,6 +13,12 @@ Per parameter, ``t`` its step count (``m̂_t = m_t / (1 − β1^t)``, ``m̂_0 = 
 
 The ``max`` is the auto-switch: where ``sqrt(b̂_t) < δ`` the step is SGD with momentum (``η·m̂_t/δ``), elsewhere
 it is adaptive with the gradient-difference preconditioner. ``amsgrad`` keeps the running max of ``b_t``.
+
+``weight_decay`` is λ per unit of lr, as in atorch's AGD (``θ *= 1 − η·λ``): at lr 1e-3 a λ of 5e-4 shrinks the
+weights by 5e-7 per step. A setting quoted as a per-step decay (atorch's CIFAR demo, examples/optimizer/main.py,
+divides its ``--weight-decay`` by the lr before building AGD: "For AGD, we automatically correct the weight decay
+term") is passed as ``per_step / lr``: the recipes do that division (``${div:...}``), the optimizer does not, so it
+stays atorch's AGD (tests/test_zoo_agd.py checks it against atorch's file).
 """
 
 from __future__ import annotations

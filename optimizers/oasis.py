@@ -15,8 +15,22 @@ No official code was found; this transcribes Algorithm 1 (θ₀ = +∞, all norm
 with ``‖x‖_D = sqrt(xᵀ D x)`` and ``‖x‖*_D = sqrt(xᵀ D⁻¹ x)``. In the stochastic setting both gradients of the
 Lipschitz estimate are taken on the current mini-batch, so ``lr_mode="adaptive"`` needs ``step(closure)``:
 the closure is evaluated a second time at ``w_{k-1}`` (two gradient evaluations per step; BatchNorm running
-statistics see both forwards). ``lr_mode="fixed"`` uses the group's ``lr`` as η_k (the paper's fixed
-learning-rate variant) and needs no closure. ``weight_decay`` is an L2 penalty added to the gradient.
+statistics see both forwards; the harness's closure builds no double-backward graph on that second call).
+``lr_mode="fixed"`` uses the group's ``lr`` as η_k (the paper's fixed learning-rate variant) and needs no closure.
+
+Choices beyond Algorithm 1 (which has neither a schedule nor parameter groups), each reducing to it with a constant
+schedule and one group:
+
+- Schedule in adaptive mode: the step applied to a group is ``s·η_k`` with ``s = lr_group / lr`` (its current,
+  scheduled lr over the constructor's ``lr`` = η₀), while the recursion (η_k, θ_k) runs on the unscaled η.
+  So a task's warm-up or decay acts on OASIS as on its peers; Algorithm 1 is the constant-schedule case.
+- ``weight_decay`` is an L2 penalty ``(λ/2)‖w‖²`` in the objective: its gradient ``λw`` joins ∇F, and its Hessian
+  ``λI`` joins the curvature, so ``λ`` (its exact diagonal; ``z ⊙ λI z`` for Rademacher probes) is added to each
+  Hutchinson sample ``z ⊙ ∇²F z`` before D is averaged.
+- A parameter that first gets a gradient after step 0 starts its D from that step's sample and, in the Lipschitz
+  estimate, has ``w_{k-1} = w_k`` (it has not moved); a parameter without a gradient at ``w_{k-1}`` counts
+  its L2 term only.
+
 Every step needs ``backward(create_graph=True)`` (one Hessian-vector product per probe).
 """
 
@@ -73,7 +87,7 @@ class OASIS(EstimatorHooks, Optimizer):
         self.estimator = HutchinsonEstimator(n_samples=n_samples, probe=probe, spatial_average=False, seed=seed,
                                              reduce=hessian_reduce)
         self.step_count = 0
-        self.eta = lr
+        self.eta = lr  # η_k of the recursion (unscaled by the schedule in adaptive mode)
         self.theta = math.inf
 
     @property
@@ -86,14 +100,18 @@ class OASIS(EstimatorHooks, Optimizer):
     def _params(self) -> list[Tensor]:
         return [p for g in self.param_groups for p in g["params"] if p.grad is not None]
 
+    def _decay(self) -> dict[Tensor, float]:
+        return {p: group["weight_decay"] for group in self.param_groups for p in group["params"]}
+
     def _gradients(self, params: list[Tensor]) -> list[Tensor]:
-        """∇F at the current point: p.grad (detached) plus the L2 penalty's gradient."""
+        """∇F at the current point, aligned with ``params``: p.grad (detached; zero if None) plus λp."""
+        decay = self._decay()
         grads = []
-        for group in self.param_groups:
-            for p in group["params"]:
-                if p.grad is not None:
-                    g = p.grad.detach()
-                    grads.append(g + group["weight_decay"] * p.detach() if group["weight_decay"] else g.clone())
+        for p in params:
+            g = p.grad.detach().clone() if p.grad is not None else torch.zeros_like(p)
+            if decay[p]:
+                g.add_(p.detach(), alpha=decay[p])
+            grads.append(g)
         return grads
 
     @torch.no_grad()
@@ -107,8 +125,11 @@ class OASIS(EstimatorHooks, Optimizer):
             est = self.estimator.raw(params, [p.grad for p in params])
         finally:
             self.estimator.n_samples = n_samples
+        decay = self._decay()
         d_hat = []
         for p, e in zip(params, est, strict=True):
+            if decay[p]:
+                e.add_(decay[p])  # the L2 penalty's own curvature λI
             state = self.state[p]
             if "hessian_diag" not in state:
                 state["hessian_diag"] = e
@@ -122,15 +143,16 @@ class OASIS(EstimatorHooks, Optimizer):
                       closure: Callable[[], Any]) -> float:
         """min(sqrt(1 + θ) η_{k-1}, ‖Δw‖_D̂ / (2 ‖Δg‖*_D̂)), Δg on the current batch (closure at w_{k-1})."""
         current = [p.detach().clone() for p in params]
-        for p in params:
-            p.copy_(self.state[p]["prev_param"])
+        previous = [self.state[p].get("prev_param", w) for p, w in zip(params, current, strict=True)]
+        for p, w in zip(params, previous, strict=True):
+            p.copy_(w)
         with torch.enable_grad():
             closure()
         prev_grads = self._gradients(params)
         for p, w in zip(params, current, strict=True):
             p.copy_(w)
             p.grad = None
-        dw = torch._foreach_sub(current, [self.state[p]["prev_param"] for p in params])
+        dw = torch._foreach_sub(current, previous)
         dg = torch._foreach_sub(grads, prev_grads)
         num = math.sqrt(sum(float((x * x * d).sum()) for x, d in zip(dw, d_hat, strict=True)))
         den = 2.0 * math.sqrt(sum(float((x * x / d).sum()) for x, d in zip(dg, d_hat, strict=True)))
@@ -150,16 +172,19 @@ class OASIS(EstimatorHooks, Optimizer):
             return loss
         d_hat = self._update_diagonal(params)
         grads = self._gradients(params)
-        if self.step_count == 0 or self.lr_mode == "fixed":
-            etas = [g["lr"] for g in self.param_groups for p in g["params"] if p.grad is not None]
+        lr_of = {p: group["lr"] for group in self.param_groups for p in group["params"]}
+        if self.lr_mode == "fixed":
+            etas = [lr_of[p] for p in params]
+            self.eta = etas[0]
         else:
-            if closure is None:
-                raise RuntimeError("OASIS lr_mode=adaptive needs step(closure) to take the gradient at the previous "
-                                   "iterate on the same batch; pass a closure or use lr_mode=fixed")
-            eta = self._adaptive_eta(params, grads, d_hat, closure)
-            self.theta = eta / self.eta
-            etas = [eta] * len(params)
-        self.eta = etas[0]
+            if self.step_count > 0:
+                if closure is None:
+                    raise RuntimeError("OASIS lr_mode=adaptive needs step(closure) to take the gradient at the "
+                                       "previous iterate on the same batch; pass a closure or use lr_mode=fixed")
+                eta = self._adaptive_eta(params, grads, d_hat, closure)
+                self.theta = eta / self.eta
+                self.eta = eta
+            etas = [self.eta * lr_of[p] / self.defaults["lr"] for p in params]  # the schedule's factor
         for p, g, d, eta in zip(params, grads, d_hat, etas, strict=True):
             self.state[p]["prev_param"] = p.detach().clone()
             p.addcdiv_(g, d, value=-eta)

@@ -10,10 +10,13 @@ Conventions matched (curvlinops 3.0, ``curvlinops/kfac.py``):
 - ``separate_weight_and_bias=False``: the bias joins the weight as a ones column of the input
   (``x = cat([x, x.new_ones(x.shape[0], 1)], dim=1)`` when the layer has both), as in ours.
 - ``kfac_approx="expand"`` for Conv2d: every output location is a row, ``A = Σ x xᵀ / (N_data · L)``
-  (``.div_(self._N_data * scale)`` with ``scale`` the weight-sharing size), like our ``1/(N·L)``.
+  (``.div_(self._N_data * scale)`` with ``scale`` the weight-sharing size). Ours splits the same ``A ⊗ G`` as
+  alecwangcq/KFAC-Pytorch does, ``A/L`` and ``G·L``: the comparison multiplies back by ``L``.
 - Scale of G for a batch-mean loss: ``correction = num_loss_terms**2 / (N_data · mc_samples ·
   num_per_example_loss_terms)`` = N for one batch of N labels, i.e. ``G = N Σ g gᵀ``, which is our
-  ``(1/N) Σ (N·g)(N·g)ᵀ``. So no conversion is needed: the factors must agree to rounding.
+  ``(1/N) Σ (N·g)(N·g)ᵀ`` (times ``L`` for conv, see above). The factors must agree to rounding.
+- Our factors start from the first batch here (``factor_init="first_batch"``): the default starts from the
+  identity, as the alecwangcq reference, which curvlinops (one batch, no running average) has no counterpart of.
 """
 
 from __future__ import annotations
@@ -62,15 +65,22 @@ def test_factors_and_first_step_equal_curvlinops_empirical_kfac(make_model, x_sh
     layers = {name: m for name, m in model.named_modules() if isinstance(m, (nn.Linear, nn.Conv2d))}
     assert set(factors["input_covariances"]) == set(layers)
 
-    opt = KFAC(params, lr=1.0, momentum=0.0, damping=DAMPING, factor_every=1, inverse_every=1, kl_clip=0.0)
+    opt = KFAC(params, lr=1.0, momentum=0.0, damping=DAMPING, factor_every=1, inverse_every=1, kl_clip=0.0,
+               factor_init="first_batch")
     opt.attach(model)
     for p in params:
         p.grad = None
+    for module in layers.values():  # output locations L of each conv, from a forward hook
+        if isinstance(module, nn.Conv2d):
+            module.register_forward_hook(lambda m, i, o: setattr(m, "output_size", o.shape[2] * o.shape[3]))
     nn.functional.cross_entropy(model(x), y).backward()  # the first factor batch initialises A and G (no mixing)
     for name, module in layers.items():
         state = opt.state[module.weight]
-        torch.testing.assert_close(state["A"], factors["input_covariances"][name], rtol=1e-12, atol=1e-14)
-        torch.testing.assert_close(state["G"], factors["gradient_covariances"][name], rtol=1e-12, atol=1e-14)
+        locations = module.output_size if isinstance(module, nn.Conv2d) else 1
+        torch.testing.assert_close(state["A"] * locations, factors["input_covariances"][name], rtol=1e-12,
+                                   atol=1e-14)
+        torch.testing.assert_close(state["G"] / locations, factors["gradient_covariances"][name], rtol=1e-12,
+                                   atol=1e-14)
 
     # With lr = 1 and no momentum, decay or trust region the step is -(A ⊗ G + λI)⁻¹ ∇, which curvlinops gives as
     # (A ⊗ G + damping·I)⁻¹ with use_exact_damping=True (eigendecompositions of the factors, as ours).

@@ -1,0 +1,1 @@
+"""Reference implementations vendored with their licences (tests only): see each file's header."""
