@@ -248,11 +248,13 @@ def delayed(summary: pd.DataFrame, reference: pd.DataFrame) -> pd.DataFrame:
     for first_order, col in (("sgd", "x_sgd"), ("adam", "x_adam")):
         base = by_label["s_per_step"].reindex([(t, first_order) for t in out["task"]])
         out[col] = mine["s_per_step"].to_numpy() / base.to_numpy()
-    ref = reference[reference["table"] == "table8"].set_index(["task", "optimizer", "metric"])["mean"]
+    ref = reference[reference["table"] == "table8"].set_index(["task", "optimizer", "metric"])
     for metric, col in (("top1", "paper"), ("cost_x_sgd", "paper_x_sgd"), ("cost_x_adam", "paper_x_adam")):
         keys = [(t, f"adahessian@{n}" if f == 1 else "", metric)  # the paper estimates from the full batch
                 for t, n, f in zip(out["task"], out["every"], out["fraction"], strict=True)]
-        out[col] = ref.reindex(keys).to_numpy()
+        out[col] = ref["mean"].reindex(keys).to_numpy()
+        if metric == "top1":
+            out["paper_std"] = ref["std"].reindex(keys).to_numpy()
     out["diff"] = out["mean"] - out["paper"]
     return out
 

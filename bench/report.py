@@ -333,7 +333,7 @@ def delayed_section(summary: pd.DataFrame, reference: pd.DataFrame, alpha: float
         for c in group.itertuples():
             ours = mean_std(c.mean, c.std, c.metric) + (f" (n={c.n})" if c.n else "")
             verdict = [] if _nan(c.paper) or not c.n else \
-                [_reproduce(c.mean, c.std, c.n, c.paper, math.nan, math.nan, c.metric, alpha).verdict]
+                [_reproduce(c.mean, c.std, c.n, c.paper, c.paper_std, math.nan, c.metric, alpha).verdict]
             row += ["; ".join([beside_paper(ours, c.paper, c.diff, c.metric), *verdict]),
                     beside_paper(num(c.x_sgd, "ratio"), c.paper_x_sgd, math.nan, "ratio"),
                     beside_paper(num(c.x_adam, "ratio"), c.paper_x_adam, math.nan, "ratio"),
@@ -345,9 +345,8 @@ def delayed_section(summary: pd.DataFrame, reference: pd.DataFrame, alpha: float
              "mean s/step of SGD/Adam on the same task (completed runs). HVPs: mean Hessian-vector products "
              "per run. Paper: arXiv 2006.00719v2 Table 8 (cost relative to SGD/Adam).",
              "Accuracy: each run's best test top-1 over epochs (the paper's CIFAR script reports `Best Acc`), then the "
-             "reproduction verdict; Table 8 gives no std or n, so its value is taken as exact (one-sample t) with the "
-             f"top1 margin ±{paper.METRIC_MARGINS['top1']:g} of bench/paper.METRIC_MARGINS; see --table reproduction "
-             "for the rules."]
+             "reproduction verdict; Table 8 gives a std but no run count, so its mean is taken as exact (one-sample "
+             f"t) with a margin of {paper.MARGIN_STDS:g}× its std; see --table reproduction for the rules."]
     return Section("Table 8: delayed Hessian update, accuracy and cost", columns, rows, notes)
 
 
