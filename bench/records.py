@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import platform
@@ -17,20 +16,11 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 
 from bench.atomic import write_json_atomic
+from bench.fingerprint import digest, semantic
 
 SCHEMA = 1
 RECORD_NAME = "record.json"
 STATUSES = ("running", "completed", "diverged", "failed")
-# Keys that change where or how visibly a run happens, not what it computes.
-NON_SEMANTIC = {
-    "task": ("data_dir", "target", "model_note", "cache_dir", "workers", "prefetch", "prepare_workers"),
-    "trainer": ("device", "progress", "checkpoint", "eval_batch_size", "heartbeat_s", "lease_ttl_s"),
-}
-# Keys added after runs were recorded, left out of the run_id at the value that reproduces the old behaviour, so
-# that upgrading does not rename (and rerun) finished runs. A key joins here when it is added with such a default.
-NEUTRAL_DEFAULTS = {
-    "trainer": {"test_on": "last"},
-}
 REPO_ROOT = Path(__file__).resolve().parents[1]
 
 
@@ -38,18 +28,12 @@ def semantic_config(cfg: DictConfig) -> dict[str, Any]:
     """The part of the config that defines the experiment: task, optimizer, budget, seed."""
     resolved = OmegaConf.to_container(cfg, resolve=True)
     assert isinstance(resolved, dict)
-    semantic = {key: resolved[key] for key in ("task", "optimizer", "trainer", "seed")}
-    for section, keys in NON_SEMANTIC.items():
-        semantic[section] = {k: v for k, v in semantic[section].items() if k not in keys}
-    for section, neutral in NEUTRAL_DEFAULTS.items():
-        semantic[section] = {k: v for k, v in semantic[section].items() if k not in neutral or v != neutral[k]}
-    return semantic
+    return semantic(resolved)
 
 
 def run_id_of(cfg: DictConfig) -> str:
     """A stable 12-hex id: the same experiment gets the same id, whatever the paths or loggers."""
-    blob = json.dumps(semantic_config(cfg), sort_keys=True, default=str)
-    return hashlib.sha256(blob.encode()).hexdigest()[:12]
+    return digest(semantic_config(cfg))
 
 
 def now() -> str:
