@@ -9,6 +9,7 @@ that test rejects: t(1 - alpha, n + m - 2) * pooled seed SD * sqrt(1/n + 1/m).
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import numpy as np
@@ -56,8 +57,8 @@ def compare(base: np.ndarray, new: np.ndarray, alpha: float, higher_is_better: b
     if len(b) < 2 or len(x) < 2:
         raise ValueError(f"need >= 2 seeds on each side, got {len(b)} baseline and {len(x)} new")
     change, tolerance = (float(v) for v in limits(b, x, alpha))
-    with np.errstate(divide="ignore", invalid="ignore"):
-        p = float(stats.ttest_ind(x, b, equal_var=True, alternative="less").pvalue)
+    noise = b.std() + x.std() > 0  # with no spread on either side there is no t statistic (and no p)
+    p = float(stats.ttest_ind(x, b, equal_var=True, alternative="less").pvalue) if noise else math.nan
     verdict = REGRESSED if change < -tolerance - EPS else IMPROVED if change > tolerance + EPS else OK
     return Comparison(change, tolerance, p, verdict)
 
