@@ -56,7 +56,7 @@ def _row(task: str, name: str, metric: str, higher: bool, before: dict[int, floa
          alpha: float) -> list[str]:
     """One guarded entry: baseline and new seeds, the change, the noise-derived tolerance, p and the verdict."""
     row = [task, name, _spread(before, metric), _spread(after, metric)]
-    if len(after) < bl.MIN_SEEDS:
+    if min(len(before), len(after)) < bl.MIN_SEEDS:
         return [*row, "–", "–", "–", f"{FAIL} (< {bl.MIN_SEEDS} seeds)"]
     c = tolerance.compare(np.array(list(before.values())), np.array(list(after.values())), alpha, higher)
     verdict = {tolerance.REGRESSED: FAIL, tolerance.IMPROVED: "improved", tolerance.OK: "ok"}[c.verdict]
@@ -89,6 +89,8 @@ def check(runs: pd.DataFrame, base: bl.Study, alpha: float, unreadable: list[str
         for name, before in spec.entries().items():
             shown = f"{name} {spec.metric}" if name in spec.cells else name
             rows.append(_row(task, shown, spec.metric, spec.higher_is_better, before, now[name], each))
+    unguarded = sorted({f"{r.task} {r.label}" for r in runs.itertuples()
+                        if r.task in base.tasks and r.label not in base.tasks[r.task].cells})
     failed = sum(row[-1].startswith(FAIL) for row in rows)
     improved = [f"{row[0]} {row[1]}" for row in rows if row[-1] == "improved"]
     n = min(len(v) for t in base.tasks.values() for v in t.entries().values())
@@ -100,20 +102,24 @@ def check(runs: pd.DataFrame, base: bl.Study, alpha: float, unreadable: list[str
         f"At {n} seeds a side, an entry whose mean drops by {POWER_DROP_SDS:g} seed SDs fails with probability "
         f"{tolerance.power(n, n, POWER_DROP_SDS, each):.2f} (normal seed noise).",
     ]
+    if unguarded:
+        notes.append(f"Not in the baseline, not checked: {', '.join(unguarded)}.")
     if improved:
         notes.append(f"Improved beyond noise (passes): {', '.join(improved)}; guard the gain with --write-baseline.")
     return Section("bench check", ["task", "entry", "baseline mean ± sd (n)", "these runs", "change", "tolerance",
                                    "p", "verdict"], rows, notes, align="llrrrrrl")
 
 
+def _origin(code: dict, platform: dict) -> str:
+    return f"code {str(code.get('git_sha', '?'))[:12]}{' (dirty)' if code.get('dirty') else ''} on " \
+           f"{platform.get('device', '?')}, torch {platform.get('torch', '?')}"
+
+
 def provenance_note(base: bl.Study, code: dict, platform: dict) -> str:
     """What produced the baseline and these runs; a platform change is noted (the tolerance is seed noise only)."""
-    def say(c: dict, p: dict) -> str:
-        return f"code {str(c.get('git_sha', '?'))[:12]}{' (dirty)' if c.get('dirty') else ''} on " \
-               f"{p.get('device', '?')}, torch {p.get('torch', '?')}"
     differs = " The platforms differ: the tolerance covers seed noise, not platform changes." \
         if platform != base.platform else ""
-    return f"Baseline: {say(base.code, base.platform)}; these runs: {say(code, platform)}.{differs}"
+    return f"Baseline: {_origin(base.code, base.platform)}; these runs: {_origin(code, platform)}.{differs}"
 
 
 def diff(old: bl.Study, new: bl.Study) -> tuple[Section, list[str]]:
@@ -143,8 +149,7 @@ def diff(old: bl.Study, new: bl.Study) -> tuple[Section, list[str]]:
                                f"{task} {name} dropped")
             rows.append([task, name, _spread(b or {}, spec.metric), _spread(a or {}, spec.metric),
                          num(change, spec.metric, signed=True), what])
-    notes = [f"Code: {old.code.get('git_sha', '?')} -> {new.code.get('git_sha', '?')}; platform: "
-             f"{old.platform} -> {new.platform}."]
+    notes = [f"Old: {_origin(old.code, old.platform)}; new: {_origin(new.code, new.platform)}."]
     return Section("bench check --write-baseline: old -> new", ["task", "entry", "old mean ± sd (n)",
                                                                 "new mean ± sd (n)", "change", "what"],
                    rows, notes, align="llrrrl"), lowered

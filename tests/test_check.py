@@ -80,6 +80,16 @@ def test_the_baseline_study_passes(baseline: Path, tmp_path: Path, capsys: pytes
     assert "code abc on cpu, torch 2.14" in out
 
 
+def test_an_optimizer_outside_the_baseline_is_named_not_checked(baseline: Path, tmp_path: Path,
+                                                                 capsys: pytest.CaptureFixture[str]) -> None:
+    runs = study(tmp_path / "base")
+    write_record(tmp_path / "base", task="digits", optimizer="adamw", seed=0, study="ci", curve=[10.0],
+                 config={"trainer": TRAINER})
+    capsys.readouterr()
+    assert _check(str(runs), "--baseline", str(baseline)) == 0
+    assert "Not in the baseline, not checked: digits adamw." in capsys.readouterr().out
+
+
 def test_noise_only_change_passes(baseline: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     """Every seed redrawn from the same distributions: a change that only perturbs training."""
     assert _check(str(study(tmp_path / "new", noise=1)), "--baseline", str(baseline)) == 0
