@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import platform
@@ -17,7 +16,7 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 
 from bench.atomic import write_json_atomic
-from bench.semantic import semantic_of
+from bench.fingerprint import digest, semantic
 
 SCHEMA = 1
 RECORD_NAME = "record.json"
@@ -29,13 +28,12 @@ def semantic_config(cfg: DictConfig) -> dict[str, Any]:
     """The part of the config that defines the experiment: task, optimizer, budget, seed."""
     resolved = OmegaConf.to_container(cfg, resolve=True)
     assert isinstance(resolved, dict)
-    return semantic_of(resolved)
+    return semantic(resolved)
 
 
 def run_id_of(cfg: DictConfig) -> str:
     """A stable 12-hex id: the same experiment gets the same id, whatever the paths or loggers."""
-    blob = json.dumps(semantic_config(cfg), sort_keys=True, default=str)
-    return hashlib.sha256(blob.encode()).hexdigest()[:12]
+    return digest(semantic_config(cfg))
 
 
 def now() -> str:

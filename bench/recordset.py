@@ -12,7 +12,7 @@ from typing import Any
 import pandas as pd
 
 from bench.errors import UsageError
-from bench.semantic import semantic_of
+from bench.fingerprint import semantic
 
 RECORD_FILE = "record.json"  # the name bench.records writes; not imported, to keep torch out of reports
 SCHEMA = 1
@@ -101,7 +101,7 @@ def _flat(tree: Any, prefix: str = "") -> dict[str, str]:
 def config_labels(names: pd.Series, tasks: pd.Series, configs: list[dict[str, Any]]) -> pd.Series:
     """Each run's label: its name where every run of that name on its task has one semantic config (seed aside),
     else the name and the keys that differ, e.g. `adam lr=0.01` (a key another config lacks reads `unset`)."""
-    flats = [_flat({k: v for k, v in semantic_of(c).items() if k != "seed"}) for c in configs]
+    flats = [_flat({k: v for k, v in semantic(c).items() if k != "seed"}) for c in configs]
     labels = names.copy()
     for _, idx in names.groupby([tasks, names]).groups.items():
         group = [flats[names.index.get_loc(i)] for i in idx]
