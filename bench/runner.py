@@ -172,6 +172,7 @@ class Runner:
                             f"in {self.run_dir} (force=true reruns it)")
             return previous
         seed_everything(cfg.seed, cfg.trainer.deterministic)
+        torch.backends.cudnn.allow_tf32 = cfg.trainer.conv_tf32  # set both ways: runs of a sweep share a process
         task = build_task(cfg, self.device, self.dist)
         try:
             return self.run_task(task)

@@ -103,3 +103,12 @@ def test_interrupted_write_leaves_the_old_record_and_no_partial_file(tmp_path: P
         write_atomic(path, half_then_crash)
     assert json.loads(path.read_text()) == {"status": "running"}
     assert [p.name for p in tmp_path.iterdir()] == ["record.json"]
+
+
+def test_conv_tf32_sets_cudnn_for_each_run_of_a_process(tmp_path: Path) -> None:
+    import torch
+
+    fp32 = run(tmp_path, "trainer.epochs=1", "trainer.conv_tf32=false")
+    assert fp32["config"]["trainer"]["conv_tf32"] is False and torch.backends.cudnn.allow_tf32 is False
+    run(tmp_path, "trainer.epochs=1", "seed=1")  # PyTorch's default again: a sweep's next run is not left in fp32
+    assert torch.backends.cudnn.allow_tf32 is True
