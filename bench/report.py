@@ -8,17 +8,17 @@ import html
 import io
 import math
 import sys
-from dataclasses import dataclass, field
 from pathlib import Path
 
 import pandas as pd
 
-from bench import paper, plots, stats
+from bench import aggregate, paper, plots, profile, stats, tuning
 from bench.recordset import RecordSet, load
+from bench.section import Section
 
 FORMATS = ("md", "latex", "csv", "html")
 # `all` is every paper table; the harness's own sweep tables (lr, lr_scale) are asked for by name.
-SECTIONS = ("summary", "runs", "paired", *paper.LAYOUTS, paper.DELAYED, paper.PINN,
+SECTIONS = ("summary", "runs", "paired", "aggregate", "profile", "to_target", *paper.LAYOUTS, paper.DELAYED, paper.PINN,
             *(name for name, table in paper.SWEEPS.items() if table.source))
 TABLES = (*SECTIONS, *(name for name, table in paper.SWEEPS.items() if not table.source), *paper.ALIASES, "all")
 # metric or quantity -> (unit, format spec); anything else prints 4 significant digits
@@ -28,20 +28,6 @@ DISPLAY = {"top1": ("%", ".2f"), "accuracy": ("%", ".3f"), "glue": ("", ".2f"), 
            "grad_evals": ("", ".0f"), "MB": ("", ".4g")}
 MAX_ERROR_NOTES = 10
 DATA_BOUND_FRAC = 0.1  # a run that waited longer than this fraction of its training time for data is data-bound
-
-
-@dataclass
-class Section:
-    """One titled table; `align` has an l or r per column (default: first left, the rest right)."""
-
-    title: str
-    columns: list[str]
-    rows: list[list[str]]
-    notes: list[str] = field(default_factory=list)
-    align: str = ""
-
-    def __post_init__(self) -> None:
-        self.align = self.align or "l" + "r" * (len(self.columns) - 1)
 
 
 # ---- numbers as text ----------------------------------------------------------------------------------
@@ -249,14 +235,17 @@ def sweep_section(table: paper.Sweep, runs: pd.DataFrame, reference: pd.DataFram
     return Section(table.title, ["task", "optimizer", *[f"{table.key}={v:g}" for v in values]], rows, notes)
 
 
-def build(rs: RecordSet, table: str | None) -> list[Section]:
-    """The sections `--table` asks for; no table means the summary (and paired deltas where there are any)."""
+def build(rs: RecordSet, table: str | None, hvp_cost: float = profile.HVP_COST) -> list[Section]:
+    """The sections `--table` asks for; no table means the summary (and paired deltas where there are any), with
+    aggregates and performance profiles over tasks when there are two or more."""
     ttt = stats.time_to_target(rs.runs, rs.history)
     summary = stats.summarize(rs.runs, ttt)
     reference = paper.load_reference()
     if table is None:
         paired = paired_section(rs.runs, summary)
-        return [summary_section(rs, summary), *([paired] if paired.rows else [])]
+        over_tasks = [aggregate.aggregate_section(rs.runs), *profile.sections(rs.runs, rs.history, hvp_cost)] \
+            if rs.runs["task"].nunique() >= 2 else []
+        return [summary_section(rs, summary), *([paired] if paired.rows else []), *over_tasks]
     names = SECTIONS if table == "all" else paper.ALIASES.get(table, (table,))
     sections = []
     for name in names:
@@ -266,12 +255,20 @@ def build(rs: RecordSet, table: str | None) -> list[Section]:
             sections.append(runs_section(rs, ttt))
         elif name == "paired":
             sections.append(paired_section(rs.runs, summary))
+        elif name == "aggregate":
+            sections.append(aggregate.aggregate_section(rs.runs))
+        elif name == "profile":
+            sections.append(profile.sections(rs.runs, rs.history, hvp_cost)[0])
+        elif name == "to_target":
+            sections.append(profile.sections(rs.runs, rs.history, hvp_cost)[1])
         elif name == paper.DELAYED:
             sections.append(delayed_section(summary, reference))
         elif name == paper.PINN:
             sections.append(pinn_section(rs))
         elif name in paper.SWEEPS:
             sections.append(sweep_section(paper.SWEEPS[name], rs.runs, reference))
+            if not paper.SWEEPS[name].source:  # a harness sweep chooses a value: on tuning seeds, judged on others
+                sections.append(tuning.selection_section(rs.runs, paper.SWEEPS[name].key))
         else:
             layout = paper.LAYOUTS[name]
             sections.append(layout_section(layout, summary, reference))
@@ -399,7 +396,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--table", choices=TABLES, metavar="NAME",
         help="summary (default), runs (one line per run, with time to target), paired (seed-paired deltas "
-             "with bootstrap CIs), paper layouts cifar10, imagenet (Table 2), nmt (Table 3), lm (Table 4), "
+             "with bootstrap CIs), aggregate (IQM and P(X > Y) over tasks), profile (AlgoPerf performance "
+             "profiles: steps, gradient equivalents, wall-clock), to_target (each cell's time to target by "
+             "AlgoPerf's rule, in the three units), "
+             "paper layouts cifar10, imagenet (Table 2), nmt (Table 3), lm (Table 4), "
              "glue (Table 5), dlrm (text and Fig. 6), delayed (Table 8, cost), pinn (PINN rel-L2); "
              "table2|table3|table4|table5|"
              "fig6|table8 name them by number; table6 (NMT lr scaling), table7 (NMT block size); "
@@ -408,13 +408,16 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--format", choices=FORMATS, default="md", help="output format (default md)")
     parser.add_argument("--out", metavar="FILE", help="write here instead of stdout")
     parser.add_argument("--plots", metavar="DIR", help="also write PNG and SVG plots into DIR")
+    parser.add_argument("--hvp-cost", type=float, default=profile.HVP_COST, metavar="X",
+                        help=f"one Hessian-vector product in gradient evaluations, for the profile's gradient "
+                             f"equivalents (default {profile.HVP_COST:g}, measured by bench perf on CPU)")
 
 
 def run(args: argparse.Namespace) -> int:
     rs = load(args.path)
-    emit(build(rs, args.table), args.format, args.out)
+    emit(build(rs, args.table, args.hvp_cost), args.format, args.out)
     if args.plots:
-        written, skipped = plots.write_all(rs, Path(args.plots))
+        written, skipped = plots.write_all(rs, Path(args.plots), args.hvp_cost)
         print(f"wrote {len(written)} plot files to {args.plots}", file=sys.stderr)
         for reason in skipped:
             print(f"skipped: {reason}", file=sys.stderr)
