@@ -97,23 +97,30 @@ def _aggregates(iqm: pd.DataFrame, poi: pd.DataFrame) -> Figure:
 
 def _lr_sensitivity(task: str, runs: pd.DataFrame, styles: dict[str, dict[str, Any]]) -> Figure:
     """DeepOBS's lr sensitivity: final metric against lr per optimizer, mean ± std over seeds; the tuning seeds'
-    runs where a study declares them (the chosen lr starred), else every completed run."""
+    runs where a study declares them (the chosen lr starred), else every run. An lr at which a seed diverged is
+    marked, not averaged over the seeds that survived."""
     fig = Figure(figsize=(8, 4.6), layout="constrained")
     ax = fig.subplots()
     chosen = tuning.select(runs, "lr").set_index("optimizer")["value"]
     for label, g in runs.groupby("label", sort=True):
         used = g[g["tuning"]] if g["tuning"].any() else g
-        stats_ = used[used["status"] == "completed"].groupby("lr")["final"].agg(["mean", "std"])
-        if len(stats_) < 2:
+        diverged = used.groupby("lr")["status"].agg(lambda s: bool((s == "diverged").any()))
+        clean = used[used["status"].eq("completed") & ~used["lr"].map(diverged)]
+        stats_ = clean.groupby("lr")["final"].agg(["mean", "std"])
+        if len(stats_) + int(diverged.sum()) < 2:
             continue
         _band(ax, stats_.index, stats_, styles[label], label)
+        # an lr at which a seed diverged has no mean: an x on the axis marks it
+        ax.plot(diverged.index[diverged], np.full(int(diverged.sum()), 0.03), marker="x", linestyle="none",
+                color=styles[label]["color"], transform=ax.get_xaxis_transform())
         if label in chosen.index and chosen[label] in stats_.index:
             ax.plot(chosen[label], stats_.loc[chosen[label], "mean"], marker="*", markersize=14,
                     color=styles[label]["color"])
     metric, mode = runs["metric"].iloc[0], runs["mode"].iloc[0]
     ax.set_xscale("log")
     ax.set(xlabel="optimizer.lr", ylabel=f"final {metric} ({'higher' if mode == 'max' else 'lower'} is better)",
-           title=f"{task}: lr sensitivity, mean ± std over seeds (tuning seeds where declared; ★ chosen)")
+           title=f"{task}: lr sensitivity, mean ± std over seeds (tuning seeds where declared)\n"
+                 "★ the lr chosen on them; × a seed diverged at that lr")
     ax.grid(alpha=0.3)
     ax.legend(title="optimizer")
     return fig

@@ -106,4 +106,4 @@ def selection_section(runs: pd.DataFrame, key: str) -> Section:
         notes.append(f"Swept without declared tuning seeds (a choice would reuse its seeds): {', '.join(lumped)}.")
     return Section(f"{key} chosen on tuning seeds, evaluated on the others",
                    ["task", "optimizer", f"chosen {key}", "tuning seeds", "tuning result", "evaluation seeds",
-                    "evaluation result", "flags"], rows, notes, align="lllllrll")
+                    "evaluation result", "flags"], rows, notes, align="llrlrlrl")

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 from scipy.stats import mannwhitneyu, norm, trim_mean
 
-from bench import aggregate, report
+from bench import aggregate, plots, report
 from bench.recordset import load
 from tests.record_factory import write_record
 
@@ -86,6 +86,8 @@ def test_direction_normalisation_and_section(tmp_path: Path) -> None:
     assert section.title.startswith("Aggregates over tasks")
     rows = {(r[0], r[1]): r for r in section.rows}
     assert rows[("adahessian", "P(adahessian > adam)")][2:] == ["1.00", "[1.00, 1.00]", "2", "3"]
+    written, _ = plots.write_all(load(tmp_path), tmp_path / "plots")
+    assert {"aggregates.png", "aggregates.svg"} <= {p.name for p in written}
 
 
 def test_too_few_runs_give_no_interval_and_one_task_no_default_section(tmp_path: Path) -> None:
