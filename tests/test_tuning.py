@@ -5,7 +5,10 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from hydra import compose, initialize_config_dir
+
 from bench import plots, report, tuning
+from bench.config import CONF_DIR, register_resolvers
 from bench.recordset import load
 from tests.record_factory import write_record
 
@@ -66,3 +69,20 @@ def test_lr_sensitivity_plot_is_written_for_a_sweep(tmp_path: Path) -> None:
     written, _ = plots.write_all(load(tmp_path), tmp_path / "plots")
     assert {p.name for p in written} >= {"lr_sensitivity_digits.png", "lr_sensitivity_digits.svg"}
     assert (tmp_path / "plots" / "lr_sensitivity_digits.png").stat().st_size > 5000
+
+
+def test_sweep_experiments_tune_only_on_their_declared_tuning_seeds() -> None:
+    """zoo_lr_sweep and paper_glue_tune sweep exactly their tuning_seeds; the studies that evaluate (paper_glue, the
+    default seed) declare none and never run on one."""
+    def seeds(experiment: str) -> tuple[set[int], set[int]]:
+        with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
+            cfg = compose("config", overrides=[f"experiment={experiment}"], return_hydra_config=True)
+        swept = str(cfg.hydra.sweeper.params.get("seed", cfg.seed)).split(",")
+        return {int(s) for s in swept}, set(cfg.tuning_seeds)
+
+    register_resolvers()
+    for experiment in ("zoo_lr_sweep", "paper_glue_tune"):
+        swept, declared = seeds(experiment)
+        assert swept == declared and declared
+    swept, declared = seeds("paper_glue")
+    assert declared == set() and not swept & seeds("paper_glue_tune")[1]
