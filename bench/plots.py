@@ -106,15 +106,15 @@ def _lr_sensitivity(task: str, runs: pd.DataFrame, styles: dict[str, dict[str, A
         used = g[g["tuning"]] if g["tuning"].any() else g
         diverged = used.groupby("lr")["status"].agg(lambda s: bool((s == "diverged").any()))
         clean = used[used["status"].eq("completed") & ~used["lr"].map(diverged)]
-        stats_ = clean.groupby("lr")["final"].agg(["mean", "std"])
-        if len(stats_) + int(diverged.sum()) < 2:
+        by_lr = clean.groupby("lr")["final"].agg(["mean", "std"])
+        if len(by_lr) + int(diverged.sum()) < 2:
             continue
-        _band(ax, stats_.index, stats_, styles[label], label)
+        _band(ax, by_lr.index, by_lr, styles[label], label)
         # an lr at which a seed diverged has no mean: an x on the axis marks it
         ax.plot(diverged.index[diverged], np.full(int(diverged.sum()), 0.03), marker="x", linestyle="none",
                 color=styles[label]["color"], transform=ax.get_xaxis_transform())
-        if label in chosen.index and chosen[label] in stats_.index:
-            ax.plot(chosen[label], stats_.loc[chosen[label], "mean"], marker="*", markersize=14,
+        if label in chosen.index and chosen[label] in by_lr.index:
+            ax.plot(chosen[label], by_lr.loc[chosen[label], "mean"], marker="*", markersize=14,
                     color=styles[label]["color"])
     metric, mode = runs["metric"].iloc[0], runs["mode"].iloc[0]
     ax.set_xscale("log")
