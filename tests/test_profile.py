@@ -12,7 +12,7 @@ import pandas as pd
 import pytest
 from scipy.integrate import trapezoid
 
-from bench import profile, report
+from bench import aggregate, profile, report
 from bench.cli import main
 from bench.recordset import load
 from tests.record_factory import write_record
@@ -104,3 +104,14 @@ def test_default_report_of_two_tasks_has_the_profile(tmp_path: Path) -> None:
     titles = [s.title for s in report.build(load(tmp_path), None)]
     assert titles[-2:] == ["Performance profile over tasks (time to target)",
                            "Time to target per task: median over all seeds, a miss counts as never"]
+
+
+def test_an_optimizer_that_did_not_run_a_task_never_reaches_it(tmp_path: Path) -> None:
+    one_of_three(tmp_path)
+    for seed in range(3):
+        run(tmp_path, task="tiny", optimizer="sgd", seed=seed, curve=[95.0], target=90.0)
+    rs = load(tmp_path)
+    steps = profile.cell_times(profile.run_costs(rs.runs, rs.history), "steps")
+    assert steps.loc["digits", "sgd"] == np.inf and steps.loc["tiny", "sgd"] == 10
+    section = aggregate.aggregate_section(rs.runs)
+    assert any("different task sets" in note for note in section.notes)
