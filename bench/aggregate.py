@@ -146,8 +146,10 @@ def aggregate_section(runs: pd.DataFrame) -> Section:
     """The report's `aggregate` table: IQM per optimizer, then P(X > Y) for every pair."""
     scores = oriented_scores(runs)
     tasks = sorted(set(scores["task"]))
-    rows = [_row(r.label, "IQM of normalised score", r) for r in iqm_table(scores).itertuples()]
-    rows += [_row(r.x, f"P({r.x} > {r.y})", r) for r in poi_table(scores).itertuples()]
+    estimates = [(r.label, "IQM of normalised score", r) for r in iqm_table(scores).itertuples()]
+    estimates += [(r.x, f"P({r.x} > {r.y})", r) for r in poi_table(scores).itertuples()]
+    rows = [_row(label, statistic, e) for label, statistic, e in estimates]
+    flat = [f"{label} {statistic}" for label, statistic, e in estimates if e.lo == e.hi]
     notes = [f"Over {len(tasks)} task(s): {', '.join(tasks)}. Each run's final metric (the test metric where the "
              "task has one); a diverged run is worse than every finished one, failed runs are left out.",
              "P(X > Y): per task, the Mann-Whitney U of X's runs over Y's divided by n_X n_Y (the chance that a "
@@ -159,6 +161,10 @@ def aggregate_section(runs: pd.DataFrame) -> Section:
              f"{100 * LEVEL:.0f}% interval: stratified percentile bootstrap (runs resampled within each task and "
              f"optimizer), {RESAMPLES} resamples, RNG seed {SEED}; needs >= {MIN_RUNS} runs in every cell "
              "(min runs column). scipy.stats (mannwhitneyu, trim_mean), not rliable: see DESIGN.md."]
+    if flat:
+        notes.append(f"Zero-width interval ({'; '.join(flat)}): every resample gave the same value, as when one "
+                     "optimizer's runs all beat the other's on each task. That is the spread a few runs can show, "
+                     "not certainty.")
     ran = scores.groupby("label")["task"].nunique()
     if ran.nunique() > 1:
         notes.append("Optimizers ran different task sets (tasks column): their IQMs are not over the same tasks.")

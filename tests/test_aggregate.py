@@ -86,6 +86,7 @@ def test_direction_normalisation_and_section(tmp_path: Path) -> None:
     assert section.title.startswith("Aggregates over tasks")
     rows = {(r[0], r[1]): r for r in section.rows}
     assert rows[("adahessian", "P(adahessian > adam)")][2:] == ["1.00", "[1.00, 1.00]", "2", "3"]
+    assert any(n.startswith("Zero-width interval (adahessian P(adahessian > adam))") for n in section.notes)
     written, _ = plots.write_all(load(tmp_path), tmp_path / "plots")
     assert {"aggregates.png", "aggregates.svg"} <= {p.name for p in written}
 
