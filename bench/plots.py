@@ -96,13 +96,13 @@ def _aggregates(iqm: pd.DataFrame, poi: pd.DataFrame) -> Figure:
 
 
 def _lr_sensitivity(task: str, runs: pd.DataFrame, styles: dict[str, dict[str, Any]]) -> Figure:
-    """DeepOBS's lr sensitivity: final metric against lr per optimizer, mean ± std over seeds; the tuning seeds'
+    """DeepOBS's lr sensitivity: final metric against lr per optimizer name, mean ± std over seeds; the tuning seeds'
     runs where a study declares them (the chosen lr starred), else every run. An lr at which a seed diverged is
     marked, not averaged over the seeds that survived."""
     fig = Figure(figsize=(8, 4.6), layout="constrained")
     ax = fig.subplots()
     chosen = tuning.select(runs, "lr").set_index("optimizer")["value"]
-    for label, g in runs.groupby("label", sort=True):
+    for label, g in runs.groupby("name", sort=True):
         used = g[g["tuning"]] if g["tuning"].any() else g
         diverged = used.groupby("lr")["status"].agg(lambda s: bool((s == "diverged").any()))
         clean = used[used["status"].eq("completed") & ~used["lr"].map(diverged)]
@@ -126,6 +126,13 @@ def _lr_sensitivity(task: str, runs: pd.DataFrame, styles: dict[str, dict[str, A
     return fig
 
 
+def _styles(labels: pd.Series) -> dict[str, dict[str, Any]]:
+    """One look per optimizer in every figure; dash styles keep identical curves (adam = adamw at wd 0) apart."""
+    palette = colormaps["tab10"]
+    return {label: {"color": palette(i % 10), "linestyle": LINESTYLES[i % len(LINESTYLES)]}
+            for i, label in enumerate(sorted(set(labels)))}
+
+
 def _save(fig: Figure, stem: Path) -> list[Path]:
     paths = [stem.with_suffix(".png"), stem.with_suffix(".svg")]
     for path in paths:
@@ -137,10 +144,7 @@ def write_all(rs: RecordSet, out_dir: Path, hvp_cost: float = profile.HVP_COST) 
     """Write `<task>.png/.svg` curves, `performance_profile`, `aggregates` (two or more tasks) and
     `lr_sensitivity_<task>` (a task with an lr sweep) as PNG and SVG; say why anything was left out."""
     out_dir.mkdir(parents=True, exist_ok=True)
-    palette = colormaps["tab10"]
-    # one look per optimizer in every figure; dash styles keep identical curves (adam = adamw at wd 0) apart
-    styles = {label: {"color": palette(i % 10), "linestyle": LINESTYLES[i % len(LINESTYLES)]}
-              for i, label in enumerate(sorted(set(rs.runs["label"])))}
+    styles = _styles(rs.runs["label"])
     done = rs.runs[rs.runs["status"] == "completed"]
     written, skipped = [], []
     for task in sorted(set(rs.runs["task"])):
@@ -161,6 +165,6 @@ def write_all(rs: RecordSet, out_dir: Path, hvp_cost: float = profile.HVP_COST) 
         written += _save(_aggregates(aggregate.iqm_table(scores), aggregate.poi_table(scores)), out_dir / "aggregates")
     for task in sorted(set(rs.runs["task"])):
         runs = rs.runs[rs.runs["task"] == task].dropna(subset=["lr"])
-        if runs[runs["status"] == "completed"].groupby("label")["lr"].nunique().max() >= 2:
-            written += _save(_lr_sensitivity(task, runs, styles), out_dir / f"lr_sensitivity_{task}")
+        if runs[runs["status"] == "completed"].groupby("name")["lr"].nunique().max() >= 2:
+            written += _save(_lr_sensitivity(task, runs, _styles(rs.runs["name"])), out_dir / f"lr_sensitivity_{task}")
     return written, skipped

@@ -61,6 +61,7 @@ def _run_row(rec: dict[str, Any], path: Path) -> dict[str, Any]:
         "update_each": update_each,
         "hessian_batch_fraction": fraction,
         "label": label_of(rec["optimizer"], update_each, fraction) + switched,
+        "name": label_of(rec["optimizer"], update_each, fraction) + switched,  # the optimizer, whatever its lr
         "seed": int(rec["seed"]),
         "status": rec["status"],
         "error": rec.get("error") or "",

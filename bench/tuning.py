@@ -4,6 +4,7 @@ Choosing the best of several lrs on seeds 0-1 and then comparing optimizers on t
 draw, not the optimizer (the winner's curse: up to about 1.8 points on digits, issue 20). A study declares the seeds
 that choose (`tuning_seeds`, conf/config.yaml; experiment=zoo_lr_sweep uses 100 and 101); every other seed only
 evaluates. A run is a tuning run when its seed is among its own config's `tuning_seeds` (recordset's `tuning`).
+Runs are grouped by optimizer `name` (recordset), not by config label, which tells the swept values apart.
 """
 
 from __future__ import annotations
@@ -39,12 +40,12 @@ def _choose(tune: pd.DataFrame) -> tuple[float, list[float]]:
 
 
 def select(runs: pd.DataFrame, key: str) -> pd.DataFrame:
-    """Per (task, optimizer label) with tuning runs: the value of `key` chosen on the tuning seeds, its tuning
+    """Per (task, optimizer name) with tuning runs: the value of `key` chosen on the tuning seeds, its tuning
     result, and its result on evaluation runs at that value. An evaluation run on a tuning seed is not independent
     of the choice: it is left out of the evaluation and its seed listed in `reused_seeds`."""
     mine = swept(runs, key)
     rows = []
-    for (task, label), group in mine.groupby(["task", "label"], sort=True):
+    for (task, name), group in mine.groupby(["task", "name"], sort=True):
         tune = group[group["tuning"]]
         if tune.empty:
             continue
@@ -55,7 +56,7 @@ def select(runs: pd.DataFrame, key: str) -> pd.DataFrame:
         reused = evaluation["seed"].isin(tuning_seeds)
         fresh = evaluation[~reused]
         finals = fresh.loc[fresh["status"] == "completed"].groupby("seed")["final"].mean()
-        rows.append({"task": task, "optimizer": label, "value": chosen, "tuning_seeds": tuning_seeds,
+        rows.append({"task": task, "optimizer": name, "value": chosen, "tuning_seeds": tuning_seeds,
                      "tuning_mean": at_tune.mean(), "tuning_std": at_tune.std(ddof=1), "tuning_n": len(at_tune),
                      "eval_seeds": sorted(finals.index), "eval_mean": finals.mean(), "eval_std": finals.std(ddof=1),
                      "eval_n": len(finals), "eval_diverged": int((fresh["status"] == "diverged").sum()),
@@ -67,8 +68,8 @@ def undeclared(runs: pd.DataFrame, key: str) -> list[str]:
     """(task, optimizer) pairs that ran several values of `key` with no tuning seed declared: any choice among them
     would be judged on the seeds that made it."""
     mine = swept(runs, key)
-    counts = mine.groupby(["task", "label"]).agg(values=("value", "nunique"), tuning=("tuning", "any"))
-    return [f"{task} {label}" for (task, label), r in counts.iterrows() if r["values"] > 1 and not r["tuning"]]
+    counts = mine.groupby(["task", "name"]).agg(values=("value", "nunique"), tuning=("tuning", "any"))
+    return [f"{task} {name}" for (task, name), r in counts.iterrows() if r["values"] > 1 and not r["tuning"]]
 
 
 def _seeds(seeds: list[int]) -> str:

@@ -42,6 +42,9 @@ def test_the_choice_is_made_on_tuning_seeds_and_never_judged_on_them(tmp_path: P
     assert row.eval_seeds == [0, 1, 2] and row.eval_mean == 81.0  # seed 100 of zoo_eval is not among them
     assert row.reused_seeds == [100] and row.ineligible == [1.0]
     assert not set(row.eval_seeds) & set(row.tuning_seeds)
+    # config labels that tell the lrs apart (`shampoo lr=0.01`) do not split the choice: it is per optimizer name
+    relabelled = runs.assign(label=runs["name"] + " lr=" + runs["lr"].astype(str))
+    assert tuning.select(relabelled, "lr").equals(tuning.select(runs, "lr"))
 
 
 def test_lr_table_reports_which_seeds_served_what(tmp_path: Path) -> None:
