@@ -55,7 +55,7 @@ def _run_row(rec: dict[str, Any], path: Path) -> dict[str, Any]:
     fraction = _number((config.get("trainer") or {}).get("hessian_batch_fraction")) if "update_each" in opt_cfg \
         else 1.0
     fraction = 1.0 if math.isnan(fraction) else fraction
-    metric, cost = rec.get("metric") or {}, rec.get("cost") or {}
+    metric, cost, env = rec.get("metric") or {}, rec.get("cost") or {}, rec.get("env") or {}
     return {
         "study": rec.get("study", path.parent.parent.name),
         "run_id": rec.get("run_id", path.parent.name),
@@ -84,6 +84,11 @@ def _run_row(rec: dict[str, Any], path: Path) -> dict[str, Any]:
         "lr": _significant(_number(opt_cfg.get("lr"))),  # experiment=zoo_lr_sweep
         "lr_scale": _number(config.get("lr_scale")),  # experiment=paper_lr_scaling (Table 6), paper_glue_tune
         "block_size": _number(opt_cfg.get("block_size")),  # AdaHessian's averaging block (Table 7)
+        "gpu": env.get("gpu") or "",  # device class of its timings (bench/profile.device_class)
+        "host": env.get("host") or "",
+        "world_size": int(env.get("world_size") or 1),
+        # a run on one of its study's declared tuning seeds chose a hyperparameter (bench/tuning.py)
+        "tuning": int(rec["seed"]) in set(config.get("tuning_seeds") or ()),
         "path": str(path),
         "finished_at": str(rec.get("finished_at") or ""),
     }

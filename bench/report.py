@@ -8,18 +8,18 @@ import html
 import io
 import math
 import sys
-from dataclasses import dataclass, field
 from pathlib import Path
 
 import pandas as pd
 
-from bench import ledger, paper, plots, stats
+from bench import aggregate, ledger, paper, plots, profile, stats, tuning
 from bench.recordset import RecordSet, load
+from bench.section import Section
 
 FORMATS = ("md", "latex", "csv", "html")
 # `all` is every paper table; the harness's own sweep tables (lr, lr_scale) are asked for by name.
-SECTIONS = ("summary", "runs", "paired", "strongest", *paper.LAYOUTS, "reproduction", paper.DELAYED, paper.PINN,
-            *(name for name, table in paper.SWEEPS.items() if table.source))
+SECTIONS = ("summary", "runs", "paired", "strongest", "aggregate", "profile", "to_target", *paper.LAYOUTS,
+            "reproduction", paper.DELAYED, paper.PINN, *(name for name, table in paper.SWEEPS.items() if table.source))
 TABLES = (*SECTIONS, *(name for name, table in paper.SWEEPS.items() if not table.source), *paper.ALIASES, "all")
 # metric or quantity -> (unit, format spec); anything else prints 4 significant digits
 DISPLAY = {"top1": ("%", ".2f"), "accuracy": ("%", ".3f"), "glue": ("", ".2f"), "glue_avg": ("", ".2f"),
@@ -28,20 +28,6 @@ DISPLAY = {"top1": ("%", ".2f"), "accuracy": ("%", ".3f"), "glue": ("", ".2f"), 
            "grad_evals": ("", ".0f"), "MB": ("", ".4g")}
 MAX_ERROR_NOTES = 10
 DATA_BOUND_FRAC = 0.1  # a run that waited longer than this fraction of its training time for data is data-bound
-
-
-@dataclass
-class Section:
-    """One titled table; `align` has an l or r per column (default: first left, the rest right)."""
-
-    title: str
-    columns: list[str]
-    rows: list[list[str]]
-    notes: list[str] = field(default_factory=list)
-    align: str = ""
-
-    def __post_init__(self) -> None:
-        self.align = self.align or "l" + "r" * (len(self.columns) - 1)
 
 
 # ---- numbers as text ----------------------------------------------------------------------------------
@@ -391,9 +377,10 @@ def sweep_section(table: paper.Sweep, runs: pd.DataFrame, reference: pd.DataFram
     return Section(table.title, ["task", "optimizer", *[f"{table.key}={v:g}" for v in values]], rows, notes)
 
 
-def build(rs: RecordSet, table: str | None, alpha: float = stats.ALPHA) -> list[Section]:
+def build(rs: RecordSet, table: str | None, alpha: float = stats.ALPHA,
+          hvp_cost: float = profile.HVP_COST) -> list[Section]:
     """The sections `--table` asks for; no table means the summary and, where two configs share a task, the
-    comparisons and each config against the strongest other."""
+    comparisons and each config against the strongest other; with two or more tasks, aggregates and profiles."""
     ttt = stats.time_to_target(rs.runs, rs.history)
     summary = stats.summarize(rs.runs, ttt)
     reference = paper.load_reference()
@@ -415,6 +402,10 @@ def build(rs: RecordSet, table: str | None, alpha: float = stats.ALPHA) -> list[
             sections.append(paired_section(comparisons, alpha))
         elif name == "strongest" and (comparisons or table is not None):
             sections.append(strongest_section(comparisons, summary, alpha))
+        elif name == "aggregate":
+            sections.append(aggregate.aggregate_section(rs.runs))
+        elif name in ("profile", "to_target"):
+            sections.append(profile.sections(rs.runs, rs.history, hvp_cost)[name == "to_target"])
         elif name == "reproduction":
             sections.append(reproduction_section(list(paper.LAYOUTS.values()), summary, reference, alpha))
         elif name == paper.DELAYED:
@@ -423,12 +414,16 @@ def build(rs: RecordSet, table: str | None, alpha: float = stats.ALPHA) -> list[
             sections.append(pinn_section(rs))
         elif name in paper.SWEEPS:
             sections.append(sweep_section(paper.SWEEPS[name], rs.runs, reference, alpha))
+            if not paper.SWEEPS[name].source:  # a harness sweep chooses a value: on tuning seeds, judged on others
+                sections.append(tuning.selection_section(rs.runs, paper.SWEEPS[name].key))
         elif name in paper.LAYOUTS:
             sections.append(layout_section(paper.LAYOUTS[name], summary, reference, alpha))
     if shown and table != "all":
         sections.append(reproduction_section([paper.LAYOUTS[n] for n in shown], summary, reference, alpha))
         if comparisons:
             sections.append(paired_section(comparisons, alpha))
+    if table is None and rs.runs["task"].nunique() >= 2:
+        sections += [aggregate.aggregate_section(rs.runs), *profile.sections(rs.runs, rs.history, hvp_cost)]
     for section in sections:  # under each paper table, the declared deviations from the paper its runs show
         section.notes += ledger.section_notes(section.title, rs.runs)
     return sections
@@ -554,7 +549,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--table", choices=TABLES, metavar="NAME",
         help="summary (default), runs (one line per run, with time to target), paired (every config against "
              "every other: t intervals, Holm-adjusted verdicts), strongest (each config against the best other), "
-             "reproduction (every paper cell: reproduced or not), "
+             "reproduction (every paper cell: reproduced or not), aggregate (IQM and P(X > Y) over tasks), "
+             "profile (AlgoPerf performance profiles: steps, gradient equivalents, wall-clock), to_target (each "
+             "cell's time to target by AlgoPerf's rule, in the three units), "
              "paper layouts cifar10, imagenet (Table 2), nmt (Table 3), lm (Table 4), "
              "glue (Table 5), dlrm (text and Fig. 6), delayed (Table 8, cost), pinn (PINN rel-L2); "
              "table2|table3|table4|table5|"
@@ -564,6 +561,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--format", choices=FORMATS, default="md", help="output format (default md)")
     parser.add_argument("--out", metavar="FILE", help="write here instead of stdout")
     parser.add_argument("--plots", metavar="DIR", help="also write PNG and SVG plots into DIR")
+    parser.add_argument("--hvp-cost", type=float, default=profile.HVP_COST, metavar="X",
+                        help=f"one Hessian-vector product in gradient evaluations, for the profile's gradient "
+                             f"equivalents (default {profile.HVP_COST:g}, measured by bench perf on CPU)")
     parser.add_argument("--alpha", type=_alpha, default=stats.ALPHA,
                         help="error rate of the verdicts: intervals at 1 - alpha, better/worse when the Holm-adjusted "
                              "p is below alpha, reproduction by TOST at alpha (default 0.05)")
@@ -581,9 +581,9 @@ def _alpha(text: str) -> float:
 
 def run(args: argparse.Namespace) -> int:
     rs = load(args.path)
-    emit(build(rs, args.table, args.alpha), args.format, args.out)
+    emit(build(rs, args.table, args.alpha, args.hvp_cost), args.format, args.out)
     if args.plots:
-        written, skipped = plots.write_all(rs, Path(args.plots))
+        written, skipped = plots.write_all(rs, Path(args.plots), args.hvp_cost)
         print(f"wrote {len(written)} plot files to {args.plots}", file=sys.stderr)
         for reason in skipped:
             print(f"skipped: {reason}", file=sys.stderr)
