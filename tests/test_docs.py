@@ -181,7 +181,8 @@ def test_bench_command(command: Command, monkeypatch: pytest.MonkeyPatch) -> Non
     try:
         check_run(args[1:]) if args[0] == "run" else check_tool(args)
     except UsageError as exc:
-        pytest.fail(f"{command}: `{' '.join(command.text.split())}`: {exc}", pytrace=False)
+        shown = " ".join(shlex.split(command.text, comments=True))
+        pytest.fail(f"{command}: `{shown}`: {exc}", pytrace=False)
 
 
 # ---- links ---------------------------------------------------------------------------------------------
