@@ -3,10 +3,12 @@ is checked against the code and conf/ it describes.
 
 - A fenced code line that starts with `bench` or `.venv/bin/bench` (after optional `VAR=value` prefixes; `\\`
   continues a line, `&&` separates commands) is a command. `bench run` lines are checked the way `bench run`
-  checks them before it starts anything (`bench.launch.validate`: every group value of a command-line sweep is
-  composed), plus every value of the experiment's own `hydra.sweeper.params`; a non-sweep line also goes
-  through `bench run ... --cfg job` in this process. Other subcommands are parsed by the CLI's own argument
-  parser (task and optimizer names checked too); `bench data prepare NAME` runs `NAME --help`.
+  checks them before it starts anything (`bench.launch.validate`: the first value of every key, then each further
+  value of each swept key), over the command line's sweep and the experiment's own `hydra.sweeper.params`; a
+  non-sweep line also goes through `bench run ... --cfg job` in this process. `$VARS` are expanded as the shell
+  would (`~` is not: bash leaves `key=~/x` alone and Hydra's grammar rejects it). Other subcommands are parsed
+  by the CLI's own argument parser (task and optimizer names, `bench status` overrides, `--set` keys and
+  `--baseline` files checked too); `bench data prepare NAME` runs `NAME --help`.
 - A line that ends with the comment `# illustrative` is only a shape to adapt and is skipped (see
   docs/getting-started.md).
 - Every relative link `[text](path#anchor)` resolves to a file in the repository and, with an anchor, to a
@@ -95,15 +97,15 @@ def split_command(text: str) -> tuple[dict[str, str], list[str]] | None:
     return env, [os.path.expandvars(w) for w in words[1:]]  # as the shell expands $HOME
 
 
-def commands() -> list[Command]:
+def commands(pages: list[Path] = PAGES) -> list[Command]:
     found = []
-    for page in PAGES:
+    for page in pages:
         for number, line in fenced_lines(page):
             if line.rstrip().endswith(ILLUSTRATIVE):
                 continue
             for part in line.split("&&"):
                 if split_command(part) is not None:
-                    found.append(Command(rel(page), number, part.strip()))
+                    found.append(Command(rel(page) if page.is_relative_to(ROOT) else page.name, number, part.strip()))
     return found
 
 
@@ -166,6 +168,13 @@ def check_tool(args: list[str]) -> None:
     for name in (getattr(parsed, "optimizers", None) or "").split(","):
         if name and name not in choices("optimizer"):
             raise UsageError(f"unknown optimizer '{name}'")
+    if getattr(parsed, "overrides", None):  # bench status RUNS experiment=...: the sweep it plans must compose
+        from bench.launch import validate
+
+        validate(parsed.overrides)
+    baseline = getattr(parsed, "baseline", None)
+    if baseline and not (ROOT / baseline).is_file():
+        raise UsageError(f"no baseline file {baseline}")
     for override in getattr(parsed, "set", None) or []:
         key = override.split("=")[0]
         if not key_exists(key, (task,) if task else ()):
@@ -295,3 +304,11 @@ def test_commands_found() -> None:
     """The collector itself: the README's sweep and report lines are among the commands it checks."""
     texts = [c.text for c in commands() if c.page == "README.md"]
     assert any(t.startswith("bench run -m") for t in texts) and any(t.startswith("bench report") for t in texts)
+
+
+def test_collector_reads_fences_and_skips_illustrative(tmp_path: Path) -> None:
+    page = tmp_path / "page.md"
+    page.write_text("bench run outside=a_fence\n```bash\nbench run task=digits \\\n    seed=1  # one run\n"
+                    "bench run task=NAME optimizer=NAME  # illustrative\nFOO=1 .venv/bin/bench list && echo\n```\n")
+    assert [(c.line, c.text) for c in commands([page])] == [
+        (3, "bench run task=digits      seed=1  # one run"), (6, "FOO=1 .venv/bin/bench list")]
