@@ -196,7 +196,7 @@ def dump(study: Study) -> str:
 
 
 def _fail(path: Path, what: str) -> UsageError:
-    return UsageError(f"{path}: {what}; regenerate the baseline from real runs ({REGENERATE}, README 'CI guard')")
+    return UsageError(f"{path}: {what}; regenerate the baseline from real runs ({REGENERATE}, docs/reports.md)")
 
 
 def load_doc(path: Path) -> dict[str, Any]:

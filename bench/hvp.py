@@ -55,8 +55,9 @@ class TaskLoss(nn.Module):
 
 
 def resolve_mode(mode: str) -> str:
-    """`auto` is double backward on every device: measured on CPU (README, issue 16) it is the faster of the two
-    for the CIFAR ResNet-20 and the digits MLP; forward-over-reverse is chosen explicitly."""
+    """`auto` is double backward on every device: measured on CPU (docs/optimizers.md, "Cheaper curvature";
+    issue 16) it is the faster of the two for the CIFAR ResNet-20 and the digits MLP; forward-over-reverse is
+    chosen explicitly."""
     if mode not in HVP_MODES:
         raise UsageError(f"trainer.hvp_mode={mode}: expected one of {', '.join(HVP_MODES)}")
     return "double_backward" if mode == "auto" else mode

@@ -75,7 +75,7 @@ def test_a_seed_run_twice_is_kept_once_and_said(tmp_path: Path, capsys: pytest.C
 
 
 def test_sgd_against_adahessian_gets_its_paired_section(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    # the README's example: task=cifar10_resnet32 optimizer=sgd,adahessian seed=0,1,2 (no Adam, the paper's
+    # docs/clusters.md's example: task=cifar10_resnet32 optimizer=sgd,adahessian seed=0,1,2 (no Adam, the paper's
     # baseline of that table, ran)
     for seed, (sgd, ada) in enumerate([(93.0, 93.2), (93.1, 93.4), (92.9, 93.0)]):
         write_record(tmp_path, task="cifar10_resnet32", optimizer="sgd", seed=seed, curve=[80.0, sgd])
