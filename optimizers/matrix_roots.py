@@ -3,8 +3,10 @@ Newton iteration (Higham, "Functions of Matrices", eq. 7.18) in float64 with a r
 eigenvalue (power iteration from a fixed start vector, so no random generator is touched), iterating to a
 max-entry error of 1e-6 and stopping early, on the previous iterate, when the error grows by more than 1.2x.
 
-The caller decides what to do with an inaccurate root: :func:`inverse_pth_root` returns the error
-``max |M_k - I|`` of the final iterate with the root.
+Matrices of one size are solved together as a batch, each element iterating exactly as it would alone (an
+element that has stopped is frozen while the others go on), as the reference's ``vmap`` does. The caller decides
+what to do with an inaccurate root: :func:`inverse_pth_roots` returns the error ``max |M_k - I|`` of each final
+iterate with the roots.
 """
 
 from __future__ import annotations
@@ -17,66 +19,78 @@ ROOT_DTYPE = torch.float64  # the reference's _MAT_INV_PTH_ROOT_DTYPE
 MAX_ERROR_RATIO = 1.2  # "Sometimes error increases after an iteration before decreasing and converging."
 
 
-def power_iteration_max_eigenvalue(matrix: Tensor, num_iters: int = 100, error_tolerance: float = 1e-6) -> Tensor:
-    """Largest eigenvalue of a symmetric PSD matrix; the start vector is the reference's fixed
-    ``RandomState(1729).uniform(-1, 1, n)``, drawn from numpy's own seeded generator, not torch's global one."""
-    start = np.random.RandomState(1729).uniform(-1.0, 1.0, matrix.shape[-1])
-    v = torch.as_tensor(start, dtype=matrix.dtype, device=matrix.device)
-    s = torch.zeros((), dtype=matrix.dtype, device=matrix.device)
+def power_iteration_max_eigenvalues(mats: Tensor, num_iters: int = 100, error_tolerance: float = 1e-6) -> Tensor:
+    """Largest eigenvalue of each symmetric PSD matrix in the batch ``mats`` (B, n, n); the start vector is the
+    reference's fixed ``RandomState(1729).uniform(-1, 1, n)``, from numpy's own seeded generator, not torch's."""
+    start = np.random.RandomState(1729).uniform(-1.0, 1.0, mats.shape[-1])
+    v = torch.as_tensor(start, dtype=mats.dtype, device=mats.device).expand(mats.shape[0], -1).clone()
+    s = torch.zeros(mats.shape[0], dtype=mats.dtype, device=mats.device)
+    running = torch.ones(mats.shape[0], dtype=torch.bool, device=mats.device)
     for _ in range(num_iters):
-        v = v / torch.linalg.vector_norm(v)
-        s_v = matrix @ v
-        s_new = v @ s_v
-        moving = bool(torch.abs(s_new - s) > error_tolerance)
-        v, s = s_v, s_new
-        if not moving:
+        unit = v / torch.linalg.vector_norm(v, dim=-1, keepdim=True)
+        s_v = (mats @ unit.unsqueeze(-1)).squeeze(-1)
+        s_new = (unit * s_v).sum(-1)
+        v = torch.where(running.unsqueeze(-1), s_v, v)
+        moving = torch.abs(s_new - s) > error_tolerance
+        s = torch.where(running, s_new, s)
+        running = running & moving
+        if not bool(running.any()):
             break
     return s
 
 
-def matrix_power(mat: Tensor, p: int) -> Tensor:
-    """``mat ** p`` for a positive integer ``p`` by binary powering, multiplied in the reference's order."""
-    power = torch.eye(mat.shape[0], dtype=mat.dtype, device=mat.device)
-    while p > 0:
+def matrix_power(mats: Tensor, p: int) -> Tensor:
+    """``mats ** p`` (batched) for a positive integer ``p`` by binary powering, in the reference's order of
+    products, less its products with the identity and its last unused squaring (which change no value)."""
+    power: Tensor | None = None
+    while True:
         if p % 2 == 1:
-            power = mat @ power
+            power = mats if power is None else mats @ power
         p //= 2
-        mat = mat @ mat
-    return power
+        if p == 0:
+            assert power is not None, "p must be a positive integer"
+            return power
+        mats = mats @ mats
 
 
-def inverse_pth_root(matrix: Tensor, p: int, ridge_epsilon: float = 1e-6, relative_epsilon: bool = True,
-                     num_iters: int = 100, error_tolerance: float = 1e-6) -> tuple[Tensor, float]:
-    """``(matrix + eps I)^(-1/p)`` and the error ``max |M - I|`` of the iteration's last ``M``.
+def inverse_pth_roots(mats: Tensor, p: int, ridge_epsilon: float = 1e-6, relative_epsilon: bool = True,
+                      num_iters: int = 100, error_tolerance: float = 1e-6) -> tuple[Tensor, Tensor]:
+    """``(M + eps I)^(-1/p)`` for each ``M`` of the batch ``mats`` (B, n, n), and the errors ``max |M_k - I|`` of
+    each iteration's last ``M_k`` (B,).
 
     ``eps`` is ``ridge_epsilon * max(lambda_max, 1e-6)`` with ``relative_epsilon`` (the reference's default),
-    else ``ridge_epsilon``. Computed in float64, returned in the input's dtype. A 1 x 1 matrix is raised to
+    else ``ridge_epsilon``. Computed in float64, returned in the input's dtype. 1 x 1 matrices are raised to
     ``-1/p`` directly (error 0)."""
-    out_dtype = matrix.dtype
-    mat = matrix.to(ROOT_DTYPE)
-    size = mat.shape[0]
+    out_dtype, batch, size = mats.dtype, mats.shape[0], mats.shape[-1]
+    mat = mats.to(ROOT_DTYPE)
     alpha = -1.0 / p
-    identity = torch.eye(size, dtype=ROOT_DTYPE, device=mat.device)
-    max_ev = power_iteration_max_eigenvalue(mat) if relative_epsilon else torch.ones((), dtype=ROOT_DTYPE)
-    ridge = ridge_epsilon * torch.clamp(max_ev, min=1e-6)
+    if relative_epsilon:
+        max_ev = power_iteration_max_eigenvalues(mat)
+    else:
+        max_ev = torch.ones(batch, dtype=ROOT_DTYPE, device=mat.device)
+    ridge = (ridge_epsilon * torch.clamp(max_ev, min=1e-6)).view(batch, 1, 1)
     if size == 1:
-        return ((mat + ridge) ** alpha).to(out_dtype), 0.0
+        return ((mat + ridge) ** alpha).to(out_dtype), torch.zeros(batch, dtype=ROOT_DTYPE, device=mat.device)
+    identity = torch.eye(size, dtype=ROOT_DTYPE, device=mat.device)
     damped = mat + ridge * identity
-    z = (1 + p) / (2 * torch.linalg.matrix_norm(damped))
+    z = ((1 + p) / (2 * torch.linalg.matrix_norm(damped))).view(batch, 1, 1)
     mat_m = damped * z
-    error = torch.max(torch.abs(mat_m - identity))
+    error = torch.amax(torch.abs(mat_m - identity), dim=(-2, -1))
     mat_h = identity * torch.pow(z, 1.0 / p)
-    old_mat_h = mat_h
-    error_ratio = torch.ones((), dtype=ROOT_DTYPE)
-    iters = 0
-    while iters < num_iters and bool(error > error_tolerance) and bool(error_ratio < MAX_ERROR_RATIO):
-        mat_m_i = (1 - alpha) * identity + alpha * mat_m
-        new_mat_m = matrix_power(mat_m_i, p) @ mat_m
-        new_mat_h = mat_h @ mat_m_i
-        new_error = torch.max(torch.abs(new_mat_m - identity))
-        error_ratio = new_error / error
-        old_mat_h, mat_m, mat_h, error = mat_h, new_mat_m, new_mat_h, new_error
-        iters += 1
-    final_error = float(torch.max(torch.abs(mat_m - identity)))
-    root = mat_h if bool(error_ratio < MAX_ERROR_RATIO) else old_mat_h
-    return root.to(out_dtype), final_error
+    old_mat_h = mat_h.clone()
+    error_ratio = torch.ones(batch, dtype=ROOT_DTYPE, device=mat.device)
+    for _ in range(num_iters):
+        active = ((error > error_tolerance) & (error_ratio < MAX_ERROR_RATIO)).nonzero().squeeze(-1)
+        if active.numel() == 0:
+            break
+        mat_m_i = (1 - alpha) * identity + alpha * mat_m[active]  # only the elements still iterating
+        new_mat_m = matrix_power(mat_m_i, p) @ mat_m[active]
+        new_error = torch.amax(torch.abs(new_mat_m - identity), dim=(-2, -1))
+        old_mat_h[active] = mat_h[active]
+        mat_h[active] = mat_h[active] @ mat_m_i
+        mat_m[active] = new_mat_m
+        error_ratio[active] = new_error / error[active]
+        error[active] = new_error
+    final_error = torch.amax(torch.abs(mat_m - identity), dim=(-2, -1))
+    roots = torch.where((error_ratio < MAX_ERROR_RATIO).view(batch, 1, 1), mat_h, old_mat_h)
+    return roots.to(out_dtype), final_error

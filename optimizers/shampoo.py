@@ -52,7 +52,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from optimizers.matrix_roots import inverse_pth_root
+from optimizers.matrix_roots import inverse_pth_roots
 
 GRAFTS = ("sgd", "adagrad", "rmsprop", "adagrad_normalized", "rmsprop_normalized", "sqrt_n", "none")
 DIAGONAL_GRAFTS = ("adagrad", "rmsprop", "adagrad_normalized", "rmsprop_normalized")
@@ -230,25 +230,28 @@ class Shampoo(torch.optim.Optimizer):
         for _, p in live:  # refuse before any state changes
             if p.grad.is_sparse:
                 raise RuntimeError(f"Shampoo does not take sparse gradients (parameter of shape {tuple(p.shape)})")
+        grads: dict[Tensor, Tensor] = {}
         for group, p in live:
             state = self.state[p]
             if not state:
                 self._init_state(p, state)
-            self._update(p, group, state)
+            grad = p.grad
+            if group["weight_decay"] != 0 and self.weight_decay_mode == "l2":
+                grad = grad.add(p, alpha=group["weight_decay"])
+            grads[p] = grad
+            lay = self.layout(p)
+            if lay.preconditioned and state["step"] % self.statistics_compute_steps == 0:
+                self._accumulate(lay, state, grad, group["betas"][1])
+        self._compute_roots([p for _, p in live if self.layout(p).preconditioned
+                             and self.state[p]["step"] % self.preconditioning_compute_steps == 0])
+        for group, p in live:
+            self._update(p, group, self.state[p], grads[p])
         return loss
 
-    def _update(self, p: Tensor, group: dict[str, Any], state: dict[str, Any]) -> None:
+    def _update(self, p: Tensor, group: dict[str, Any], state: dict[str, Any], grad: Tensor) -> None:
         lr, (beta1, beta2), wd = group["lr"], group["betas"], group["weight_decay"]
         step = state["step"]
-        grad = p.grad
-        if wd != 0 and self.weight_decay_mode == "l2":
-            grad = grad.add(p, alpha=wd)
         lay = self.layout(p)
-        if lay.preconditioned:
-            if step % self.statistics_compute_steps == 0:
-                self._accumulate(lay, state, grad, beta2)
-            if step % self.preconditioning_compute_steps == 0:
-                self._compute_roots(lay, state)
         graft = self._graft_direction(state, grad, beta2)
         direction = self._precondition(lay, state, grad) if lay.preconditioned else graft
         if self.graft == "none":
@@ -275,15 +278,24 @@ class Shampoo(torch.optim.Optimizer):
             for axis in range(block.dim()):
                 next(stats).mul_(beta2).add_(_gram(block, axis), alpha=w2)
 
-    def _compute_roots(self, lay: Layout, state: dict[str, Any]) -> None:
-        for i, stat in enumerate(state["statistics"]):
-            root, error = inverse_pth_root(stat, lay.exponent, ridge_epsilon=self.matrix_eps,
-                                           relative_epsilon=self.relative_matrix_epsilon)
-            state["root_errors"][i] = error
-            if math.isnan(error) or error >= self.inverse_failure_threshold:
-                state["root_failures"] += 1  # keep the previous root, as the reference does
-            else:
-                state["preconditioners"][i] = root
+    def _compute_roots(self, params: list[Tensor]) -> None:
+        """New roots for every statistic of ``params``, solved in batches of one size and exponent; a root whose
+        error is NaN or >= inverse_failure_threshold is dropped and the previous one kept, as the reference does."""
+        groups: dict[tuple, list[tuple[dict[str, Any], int]]] = {}
+        for p in params:
+            state, exponent = self.state[p], self.layout(p).exponent
+            for i, stat in enumerate(state["statistics"]):
+                groups.setdefault((stat.shape[0], exponent, stat.dtype, stat.device), []).append((state, i))
+        for (_, exponent, _, _), members in groups.items():
+            stats = torch.stack([state["statistics"][i] for state, i in members])
+            roots, errors = inverse_pth_roots(stats, exponent, ridge_epsilon=self.matrix_eps,
+                                              relative_epsilon=self.relative_matrix_epsilon)
+            for (state, i), root, error in zip(members, roots, errors.tolist(), strict=True):
+                state["root_errors"][i] = error
+                if math.isnan(error) or error >= self.inverse_failure_threshold:
+                    state["root_failures"] += 1
+                else:
+                    state["preconditioners"][i] = root.clone()
 
     def _precondition(self, lay: Layout, state: dict[str, Any], grad: Tensor) -> Tensor:
         roots = iter(state["preconditioners"])

@@ -45,6 +45,7 @@ def _reference_module() -> types.ModuleType:
 
 
 @pytest.mark.slow  # minutes of XLA compilation
+@pytest.mark.timeout(1800)
 def test_twenty_steps_match_the_authors_jax_code_at_its_defaults() -> None:
     ref = _reference_module()
     tx = ref.distributed_shampoo(LR, block_size=128)  # block_size has no default; 128 is the README's
