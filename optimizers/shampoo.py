@@ -6,8 +6,9 @@ Why our own code: no maintained torch implementation of this algorithm installs 
 is not on PyPI and needs Python >= 3.12; heavyball ships SOAP and KL-Shampoo, not Shampoo; the authors' PyTorch
 file is a sketch they point away from; ``pytorch_optimizer.ScalableShampoo`` (which this module wrapped before)
 gives no preconditioner to tensors that merge into one dim, stops its root iteration at 1e-3 and installs a
-multiple of the identity when it diverges, draws from torch's global RNG and raises after it has stepped. The
-authors' JAX code is the reference: ``tests/test_shampoo_reference.py`` checks this class against it.
+multiple of the identity when it diverges and draws from torch's global RNG (and our wrapper raised only after
+stepping). The authors' JAX code is the reference: ``tests/test_shampoo_reference.py`` checks this class against a
+transcription of it in float64, ``tests/test_shampoo_jax_reference.py`` against the JAX code itself.
 
 Per parameter of shape ``s`` (defaults are the reference's):
 
@@ -16,9 +17,10 @@ Per parameter of shape ``s`` (defaults are the reference's):
   larger than ``block_size`` (128, the size the authors' README uses) is cut into blocks. Each block ``G`` of rank
   ``k`` keeps one statistic per dim, ``L_i = beta2 L_i + (1 - beta2) G_(i) G_(i)^T`` (a sum when beta2 = 1),
   starting at ``matrix_eps I``, and is preconditioned as ``G x_1 P_1 ... x_k P_k`` with
-  ``P_i = (L_i + eps I)^(-1/(2k))``. With ``merge_small_dims=False`` the dims are kept as they are: the
-  per-dimension form of Gupta et al. (2018) (their original algorithm also has ``block_size=0``, ``beta2=1``,
-  ``graft="none"``, ``betas[0]=0``). Vectors are preconditioned too (full-matrix, exponent -1/2); only
+  ``P_i = (L_i + eps I)^(-1/(2k))``, ``eps = matrix_eps * lambda_max(L_i)``. Statistics, roots and momenta
+  are kept in the parameter's dtype (the reference: float32). With ``merge_small_dims=False`` the dims are kept
+  as they are: the per-dimension form of Gupta et al. (2018) (their original algorithm also has ``block_size=0``,
+  ``beta2=1``, ``graft="none"``, ``betas[0]=0``). Vectors are preconditioned too (full-matrix, exponent -1/2); only
   scalars and tensors with a dim above ``skip_preconditioning_dim_size_gt`` take the graft's direction.
 - **Roots** (:mod:`optimizers.matrix_roots`) are recomputed every ``preconditioning_compute_steps`` steps in
   float64; a root whose error ``max |M - I|`` is NaN or >= ``inverse_failure_threshold`` (0.1) is discarded
