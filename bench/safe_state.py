@@ -2,20 +2,15 @@
 None, dtypes, devices, sizes, and lists, tuples and dicts of them. A checkpoint made of these loads
 without running code from the file, whoever wrote it.
 
-What a run's state holds that is not plain is tagged on save and rebuilt on load:
-- NumPy arrays and scalars (NumPy's RNG state; metrics that scipy or sklearn return as np.float64) as their
-  dtype string and their raw bytes in a uint8 tensor, so they come back bit for bit and with their type;
-- objects of the classes in STATE_CLASSES (pytorch_optimizer's Shampoo keeps a preconditioner, a block
-  partitioner and a graft object per parameter) as class name plus attributes, rebuilt like pickle's default
-  (`cls.__new__` and the attributes set), no code of the class run; their enums by class name and value.
-Anything else is refused on save with the path to the value, so a state that could not be resumed exactly is
-never written; on load, a tag naming a class outside STATE_CLASSES is refused.
+What a run's state holds that is not plain is tagged on save and rebuilt on load: NumPy arrays and scalars
+(NumPy's RNG state; metrics that scipy or sklearn return as np.float64), as their dtype string and their raw bytes
+in a uint8 tensor, so they come back bit for bit and with their type. Anything else is refused on save with the
+path to the value, so a state that could not be resumed exactly is never written; on load, an unknown tag is
+refused.
 """
 
 from __future__ import annotations
 
-import enum
-import importlib
 from collections import OrderedDict
 from typing import Any
 
@@ -24,16 +19,6 @@ import torch
 
 TAG = "__bench_type__"
 # Classes whose instances optimizer state may hold (module.qualname). Loading one imports only its module.
-STATE_CLASSES = frozenset({
-    "pytorch_optimizer.optimizer.utils.preconditioner.PreConditioner",
-    "pytorch_optimizer.optimizer.utils.partition.BlockPartitioner",
-    "pytorch_optimizer.optimizer.utils.partition.PreConditionerType",
-    "pytorch_optimizer.optimizer.utils.graft.Graft",
-    "pytorch_optimizer.optimizer.utils.graft.SGDGraft",
-    "pytorch_optimizer.optimizer.utils.graft.SQRTNGraft",
-    "pytorch_optimizer.optimizer.utils.graft.AdaGradGraft",
-    "pytorch_optimizer.optimizer.utils.graft.RMSPropGraft",
-})
 SCALARS = (int, float, bool, str, type(None))  # not bytes: torch.save pickles them through a global
 KEPT = (torch.Tensor, torch.nn.Parameter, torch.Size, torch.dtype, torch.device)
 
@@ -70,25 +55,8 @@ def to_plain(value: Any, where: str = "state") -> Any:
         return {TAG: "ndarray" if isinstance(value, np.ndarray) else "numpy_scalar", "dtype": value.dtype.str,
                 "shape": list(np.shape(value)),
                 "data": torch.from_numpy(np.frombuffer(value.tobytes(), dtype=np.uint8).copy())}
-    name = class_name(kind)
-    if name in STATE_CLASSES and isinstance(value, enum.Enum):
-        return {TAG: "enum", "class": name, "value": to_plain(value.value, f"{where}.value")}
-    if name in STATE_CLASSES and hasattr(value, "__dict__"):
-        return {TAG: "object", "class": name, "attrs": to_plain(vars(value), f"{where}.<{kind.__name__}>")}
-    raise TypeError(f"{where} is a {name}, which a weights-only checkpoint cannot hold; store it as tensors, "
-                    "numbers and strings in the optimizer's state_dict, or add the class to "
-                    "bench.safe_state.STATE_CLASSES if rebuilding it from its attributes is exact")
-
-
-def state_class(name: Any) -> type:
-    """The allow-listed class called `name`; ValueError for any other name (nothing else is imported)."""
-    if name not in STATE_CLASSES:
-        raise ValueError(f"it names the class {name!r}, which checkpoints may not hold")
-    module, _, qualname = name.rpartition(".")
-    cls = getattr(importlib.import_module(module), qualname)
-    if class_name(cls) != name:
-        raise ValueError(f"{name} resolves to {class_name(cls)}; update bench.safe_state.STATE_CLASSES")
-    return cls
+    raise TypeError(f"{where} is a {class_name(kind)}, which a weights-only checkpoint cannot hold; store it as "
+                    "tensors, numbers and strings in the optimizer's state_dict")
 
 
 def from_plain(value: Any) -> Any:
@@ -110,13 +78,4 @@ def from_plain(value: Any) -> Any:
             raise ValueError(f"it holds a NumPy array of Python objects ({dtype})")
         array = np.frombuffer(value["data"].numpy().tobytes(), dtype=dtype).reshape(value["shape"]).copy()
         return array if tag == "ndarray" else array[()]
-    if tag in ("enum", "object"):
-        cls = state_class(value["class"])
-        if issubclass(cls, enum.Enum) != (tag == "enum"):
-            raise ValueError(f"it tags {value['class']} as {tag!r}")
-        if tag == "enum":
-            return cls(from_plain(value["value"]))
-        obj = cls.__new__(cls)
-        obj.__dict__.update(from_plain(value["attrs"]))
-        return obj
     raise ValueError(f"it holds an unknown {TAG} tag {tag!r}")

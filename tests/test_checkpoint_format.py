@@ -134,8 +134,8 @@ def test_each_optimizer_resumes_bit_for_bit_from_a_checkpoint_file(name: str, tm
         assert torch.equal(got, want), name
 
 
-@pytest.mark.parametrize("graft", ["sgd", "adagrad", "sqrtn", "none"])  # rmsprop: the zoo test above
-def test_shampoo_state_objects_of_every_graft_round_trip(graft: str) -> None:
+@pytest.mark.parametrize("graft", ["sgd", "rmsprop", "adagrad", "sqrt_n", "none"])
+def test_shampoo_state_of_every_graft_round_trips(graft: str) -> None:
     cfg = compose_config(["optimizer=shampoo", f"optimizer.graft={graft}", *SHORT["shampoo"]])
     model = torch.nn.Linear(3, 2)
     optimizer = build_optimizer(cfg.optimizer, [{"params": list(model.parameters())}], 1, seed=0)
