@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 RUNS ?= results/runs
 CI_DATA ?= .ci-data/cifar10
 
-.PHONY: setup demo test test-slow lint ci ci-baseline clean
+.PHONY: setup demo test test-slow lint studies ci ci-baseline clean
 
 setup: $(BIN)/bench
 
@@ -24,6 +24,13 @@ test: setup
 
 test-slow: setup
 	$(BIN)/python -m pytest -q -m slow
+
+# The shipped studies (issue 24; bench/studies.py lists them): each runs its conf/experiment, STUDY_JOBS runs at
+# a time with one thread each, then rewrites results/studies/<name>/ and the README's table of their verdicts.
+STUDY_JOBS ?= 2
+
+studies: setup
+	OMP_NUM_THREADS=1 $(BIN)/bench studies run --jobs $(STUDY_JOBS) --runs $(RUNS)
 
 # The accuracy guard: a deterministic CPU study (CI_JOBS runs at a time, one thread each), checked against the
 # committed baseline with tolerances derived from its seed noise. `make ci-baseline` rewrites that baseline from a

@@ -1,4 +1,4 @@
-"""`bench`: run (a Hydra app over conf/), list, status, report, check, perf, data.
+"""`bench`: run (a Hydra app over conf/), list, status, report, check, perf, data, studies.
 
 User mistakes end in one line on stderr and exit code 2; bugs keep their traceback.
 """
@@ -20,7 +20,7 @@ def cmd_list(_: argparse.Namespace) -> int:
 
 
 def add_report(sub: argparse._SubParsersAction) -> None:
-    from bench import check, data, perf, report, status
+    from bench import check, data, perf, report, status, studies
 
     for name, module, help_text in (
         ("data", data, "prepare a data set once into the cache its task reads"),
@@ -28,6 +28,7 @@ def add_report(sub: argparse._SubParsersAction) -> None:
         ("check", check, "compare a study with a committed baseline (exit 1 on regression)"),
         ("perf", perf, "measured step-time ratios in one process"),
         ("status", status, "where each run of a study stands: running, interrupted, completed, ..."),
+        ("studies", studies, "run the shipped studies into results/studies/ and regenerate the README table"),
     ):
         parser = sub.add_parser(name, help=help_text)
         module.add_arguments(parser)
