@@ -12,7 +12,7 @@ from typing import Any
 import pandas as pd
 
 from bench.errors import UsageError
-from bench.fingerprint import semantic
+from bench.fingerprint import study_config
 
 RECORD_FILE = "record.json"  # the name bench.records writes; not imported, to keep torch out of reports
 SCHEMA = 1
@@ -94,19 +94,17 @@ def _run_row(rec: dict[str, Any], path: Path) -> dict[str, Any]:
     }
 
 
-def _flat(tree: Any, prefix: str = "") -> dict[str, str]:
-    """A nested config as `section.key` -> value text (floats to 6 significant digits, as sweep columns)."""
-    if isinstance(tree, dict):
-        return {k: v for key, sub in tree.items() for k, v in _flat(sub, f"{prefix}{key}.").items()}
-    if isinstance(tree, float):
-        return {prefix[:-1]: f"{tree:.6g}"}
-    return {prefix[:-1]: json.dumps(tree, sort_keys=True) if isinstance(tree, list) else str(tree)}
+def _text(value: Any) -> str:
+    """A config value as label text (floats to 6 significant digits, as sweep columns)."""
+    if isinstance(value, float):
+        return f"{value:.6g}"
+    return json.dumps(value, sort_keys=True) if isinstance(value, list) else str(value)
 
 
 def config_labels(names: pd.Series, tasks: pd.Series, configs: list[dict[str, Any]]) -> pd.Series:
     """Each run's label: its name where every run of that name on its task has one semantic config (seed aside),
     else the name and the keys that differ, e.g. `adam lr=0.01` (a key another config lacks reads `unset`)."""
-    flats = [_flat({k: v for k, v in semantic(c).items() if k != "seed"}) for c in configs]
+    flats = [{k: _text(v) for k, v in study_config(c).items()} for c in configs]
     labels = names.copy()
     for _, idx in names.groupby([tasks, names]).groups.items():
         group = [flats[names.index.get_loc(i)] for i in idx]
