@@ -358,7 +358,7 @@ def report_notes(configs: Iterable[dict[str, Any]], ledger: Ledger | None = None
 
 def section_notes(title: str, runs: Any) -> list[str]:
     """The deviation notes for one `bench report` section: the runs of the paper table it shows (by its title; a
-    section that is no paper table gets none). `runs` is bench.recordset's run frame (its `task`, `path`)."""
+    section that is no paper table gets none). `runs` is bench.recordset's run frame (its `task`, `config`)."""
     from bench import paper
 
     tasks: tuple[str, ...] = ()
@@ -368,11 +368,5 @@ def section_notes(title: str, runs: Any) -> list[str]:
         tasks = (sweep.task,) if sweep.title == title and sweep.task else tasks
     if title.startswith("Table 8"):
         tasks = paper.DELAYED_TASKS
-    paths = runs.loc[runs["task"].isin(tasks), "path"] if tasks and len(runs) else []
-    configs = []
-    for path in paths:
-        try:
-            configs.append(json.loads(Path(path).read_text()).get("config") or {})
-        except (OSError, json.JSONDecodeError):
-            continue  # bench.recordset already warned about an unreadable record
+    configs = runs.loc[runs["task"].isin(tasks), "config"] if tasks and len(runs) else []
     return report_notes(c for c in configs if c.get("task") and c.get("optimizer"))

@@ -198,7 +198,8 @@ def load(path: str | Path) -> RecordSet:
         raise UsageError(f"{root}: none of its {len(files)} {RECORD_FILE} files is readable (first: "
                          f"{unreadable[0]}); rerun the runs")
     runs = pd.DataFrame(run_rows).rename_axis("rid")
-    runs.insert(runs.columns.get_loc("name") + 1, "label",
-                config_labels(runs["name"], runs["task"], [rec.get("config") or {} for _, rec in records]))
+    configs = [rec.get("config") or {} for _, rec in records]
+    runs.insert(runs.columns.get_loc("name") + 1, "label", config_labels(runs["name"], runs["task"], configs))
+    runs["config"] = pd.Series(configs, index=runs.index, dtype=object)  # the resolved config, for ledger notes
     history = pd.DataFrame(history_rows, columns=["rid", "step", "epoch", "train_loss", "value", "wall_s"])
     return RecordSet(root=root, runs=runs, history=history, unreadable=unreadable)
