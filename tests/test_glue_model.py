@@ -65,7 +65,7 @@ def test_hessian_vector_product_runs_on_hf_squeezebert() -> None:
 
 
 SST2_SUBSET = ["task=glue_squeezebert", "task.glue_task=sst2", "task.max_train_examples=640", "task.max_length=48",
-               "trainer.device=cpu", "trainer.schedule.name=constant", *TINY_OVERRIDES]
+               "trainer.device=cpu", "trainer.schedule.name=constant", "trainer.deterministic=true", *TINY_OVERRIDES]
 
 
 def train_losses(record: dict) -> list[float]:
