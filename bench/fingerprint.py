@@ -18,7 +18,7 @@ NON_SEMANTIC = {
 # Keys added after runs were recorded, left out of the run_id at the value that reproduces the old behaviour, so
 # that upgrading does not rename (and rerun) finished runs. A key joins here when it is added with such a default.
 NEUTRAL_DEFAULTS = {
-    "trainer": {"test_on": "last", "conv_tf32": True},
+    "trainer": {"test_on": "last", "conv_tf32": True, "switch_optimizer": None},
 }
 
 

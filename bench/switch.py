@@ -2,9 +2,11 @@
 the PINN literature's standard recipe).
 
 The second optimizer is `conf/optimizer/<switch_to>.yaml`, with the optimizer section of the recipe
-`conf/recipe/<task>_<switch_to>.yaml` over it when one exists. It is built on the same parameters at step
-`switch_at` and gets its own schedule, advanced to that step, so a schedule keeps its shape over the run's
-budget. Adam -> AdaHessian is a warm start (`AdaHessian.load_adam_state`: Adam's first moment and step count).
+`conf/recipe/<task>_<switch_to>.yaml` over it when one exists, then `trainer.switch_optimizer` over both (a study
+that matches iteration budgets sets L-BFGS's `max_iter: 1` there: one iteration per step, as the first phase).
+It is built on the same parameters at step `switch_at` and gets its own schedule, advanced to that step, so a
+schedule keeps its shape over the run's budget. Adam -> AdaHessian is a warm start
+(`AdaHessian.load_adam_state`: Adam's first moment and step count).
 
 Every checkpoint at a step >= `switch_at` holds the second optimizer's state; a resumed run therefore switches
 before loading it. The phases a record lists follow from the config and the steps done, so they survive a resume.
@@ -55,6 +57,7 @@ class OptimizerSwitch:
         recipe = CONF_DIR / "recipe" / f"{self.cfg.task.name}_{self.to}.yaml"
         if recipe.exists():
             cfg = OmegaConf.merge(cfg, OmegaConf.load(recipe).get("optimizer") or {})
+        cfg = OmegaConf.merge(cfg, self.cfg.trainer.get("switch_optimizer") or {})
         assert isinstance(cfg, DictConfig)
         return cfg
 

@@ -116,3 +116,15 @@ def test_unknown_switch_target_is_a_usage_error(tmp_path: Path) -> None:
     with pytest.raises(UsageError, match=r"trainer\.switch_to=newton: no such optimizer"):
         run(tmp_path, "task=pinn_poisson", "optimizer=adam", f"task.cache_dir={tmp_path}", *SMALL,
             "trainer.switch_to=newton")
+
+
+def test_switch_optimizer_keys_reach_the_second_optimizer(tmp_path: Path) -> None:
+    """The recipe's L-BFGS takes 20 iterations a step; `trainer.switch_optimizer` makes it one, as a study that
+    matches iteration budgets across arms needs: fewer closure calls for the same 50 steps after the switch."""
+    common = ["task=pinn_poisson", "optimizer=adam", f"task.cache_dir={tmp_path}", *SMALL, "optimizer.lr=0.01",
+              "trainer.switch_at=50", "trainer.switch_to=lbfgs"]
+    recipe = run(tmp_path / "recipe", *common)
+    one = run(tmp_path / "one", *common, "trainer.switch_optimizer={max_iter: 1}")
+    assert one["status"] == recipe["status"] == "completed"
+    assert 50 + 50 <= one["cost"]["grad_evals"] < recipe["cost"]["grad_evals"]
+    assert one["run_id"] != recipe["run_id"]
