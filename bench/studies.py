@@ -27,7 +27,7 @@ from bench import plots, report
 from bench.errors import UsageError
 from bench.recordset import load
 
-STUDIES = ("digits_zoo",)  # each is conf/experiment/<name>.yaml and results/studies/<name>/
+STUDIES = ("digits_zoo", "pinn_literature")  # each is conf/experiment/<name>.yaml and results/studies/<name>/
 FOCUS = "adahessian"       # the README reads every study from this optimizer's side
 ROOT = Path(__file__).resolve().parents[1]  # the checkout, for its git commit
 OUT = Path("results/studies")
