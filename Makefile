@@ -27,10 +27,13 @@ test-slow: setup
 
 # The shipped studies (issue 24; bench/studies.py lists them): each runs its conf/experiment, STUDY_JOBS runs at
 # a time with one thread each, then rewrites results/studies/<name>/ and the README's table of their verdicts.
+# Two need data: PTB_DIR (ptb.{train,valid,test}.txt) and MULTI30K_DIR (the Multi30k task-1 release, prepared once
+# into MULTI30K_BPE_DIR, default data/multi30k-bpe). STUDIES="digits_zoo pinn_literature" runs a subset.
 STUDY_JOBS ?= 2
+STUDIES ?=
 
 studies: setup
-	OMP_NUM_THREADS=1 $(BIN)/bench studies run --jobs $(STUDY_JOBS) --runs $(RUNS)
+	OMP_NUM_THREADS=1 $(BIN)/bench studies run --jobs $(STUDY_JOBS) --runs $(RUNS) $(STUDIES)
 
 # The accuracy guard: a deterministic CPU study (CI_JOBS runs at a time, one thread each), checked against the
 # committed baseline with tolerances derived from its seed noise. `make ci-baseline` rewrites that baseline from a

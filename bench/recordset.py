@@ -203,3 +203,15 @@ def load(path: str | Path) -> RecordSet:
     runs["config"] = pd.Series(configs, index=runs.index, dtype=object)  # the resolved config, for ledger notes
     history = pd.DataFrame(history_rows, columns=["rid", "step", "epoch", "train_loss", "value", "wall_s"])
     return RecordSet(root=root, runs=runs, history=history, unreadable=unreadable)
+
+
+def concat(sets: list[RecordSet], root: Path) -> RecordSet:
+    """Several studies as one set (e.g. an aggregate across studies): each keeps its own labels, and its run ids
+    (`rid`) are shifted past the previous set's so that history rows still point at their run."""
+    runs, history, offset = [], [], 0
+    for rs in sets:
+        runs.append(rs.runs.set_axis(rs.runs.index + offset))
+        history.append(rs.history.assign(rid=rs.history["rid"] + offset))
+        offset += len(rs.runs)
+    return RecordSet(root=root, runs=pd.concat(runs).rename_axis("rid"), history=pd.concat(history, ignore_index=True),
+                     unreadable=[line for rs in sets for line in rs.unreadable])
