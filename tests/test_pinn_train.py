@@ -15,6 +15,7 @@ from bench.distributed import Distributed
 from bench.errors import UsageError
 from bench.recordset import load
 from bench.runner import build_task, seed_everything
+from bench.step import backward
 from tasks.pinn.task import PinnTask
 from tests.runs import comparable, interrupted_then_resumed, run
 from tests.threads import one_intraop_thread
@@ -128,3 +129,17 @@ def test_switch_optimizer_keys_reach_the_second_optimizer(tmp_path: Path) -> Non
     assert one["status"] == recipe["status"] == "completed"
     assert 50 + 50 <= one["cost"]["grad_evals"] < recipe["cost"]["grad_evals"]
     assert one["run_id"] != recipe["run_id"]
+
+
+def test_a_hessian_step_leaves_no_graph_on_inputs_that_require_grad() -> None:
+    """The PINN residual differentiates u in its inputs, so they require grad; a create_graph backward must not
+    leave them a graph-carrying .grad (a reference cycle through the autograd graph, leaked on every AdaHessian
+    step), and the parameters still get theirs, with the graph the Hessian estimate needs."""
+    model = torch.nn.Sequential(torch.nn.Linear(2, 8), torch.nn.Tanh(), torch.nn.Linear(8, 1))
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
+    points = torch.rand(16, 2).requires_grad_(True)
+    u = model(points).squeeze(-1)
+    u_x = torch.autograd.grad(u.sum(), points, create_graph=True)[0][:, 0]
+    backward(u_x.pow(2).mean(), optimizer, graph=True)
+    assert points.grad is None
+    assert model[0].weight.grad is not None and model[0].weight.grad.grad_fn is not None  # u_x's own weights

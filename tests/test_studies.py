@@ -62,8 +62,7 @@ def test_a_readme_without_markers_is_a_one_line_error() -> None:
         studies.replace_block("# a README\n", "table", studies.README)
 
 
-def test_a_study_without_its_data_stops_before_any_run_with_the_variable_to_set(tmp_path: Path,
-                                                                                 monkeypatch: pytest.MonkeyPatch) -> None:
+def test_a_study_without_its_data_stops_before_any_run(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("PTB_DIR", str(tmp_path / "nowhere"))
     with pytest.raises(UsageError, match=r"study ptb_lm: .*nowhere/ptb.train.txt not found; set PTB_DIR"):
         studies.run_studies(["digits_zoo", "ptb_lm"], str(tmp_path / "runs"), 1, tmp_path)
