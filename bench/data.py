@@ -16,6 +16,7 @@ from bench.errors import UsageError
 PREPARERS: dict[str, str] = {
     "iwslt14": "tasks.nmt.prepare:prepare_iwslt14",
     "wmt14": "tasks.nmt.prepare_wmt14:prepare_wmt14",
+    "multi30k": "tasks.nmt.prepare_multi30k:prepare_multi30k",
     "criteo_dlrm": "tasks.dlrm.prepare:prepare_criteo",
     "imagenet": "tasks.imagenet.layout:prepare",
     "wikitext103": "tasks.lm.corpus:prepare_wikitext",

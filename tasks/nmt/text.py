@@ -13,7 +13,7 @@ SPLITS = ("train", "valid", "test")
 def text_layout(src: str, tgt: str) -> str:
     return (f"expected {', '.join(f'{s}.{src}/{s}.{tgt}' for s in SPLITS)} (the output folder of fairseq's "
             "prepare-iwslt14.sh or prepare-wmt14en2de.sh, e.g. iwslt14.tokenized.de-en/, or "
-            "`bench data prepare iwslt14|wmt14 RAW OUT`)")
+            "`bench data prepare iwslt14|wmt14|multi30k RAW OUT`)")
 
 
 def is_text_layout(folder: Path, src: str, tgt: str) -> bool:
