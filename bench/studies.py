@@ -44,14 +44,14 @@ ACROSS = "across_studies"  # results/studies/<ACROSS>/: the aggregate and perfor
 @dataclass(frozen=True)
 class Data:
     """Where a study's task reads its data: `env` names the folder (`default` when unset, as the task's
-    `${oc.env:...}`), `needs` is a file that shows it is there. `prepare` = (raw env, preparer): when the folder is
-    missing, `bench data prepare PREPARER $RAW FOLDER` makes it from the published release."""
+    `${oc.env:...}`), `needs` is a file that shows it is there. `prepare` = (raw env, preparer, its options): when
+    the folder is missing, `bench data prepare PREPARER $RAW FOLDER OPTIONS...` makes it from the published release."""
 
     env: str
     default: str
     needs: str
     expected: str
-    prepare: tuple[str, str] | None = None
+    prepare: tuple[str, str, tuple[str, ...]] | None = None
 
     def folder(self) -> Path:
         return Path(os.environ.get(self.env) or self.default)
@@ -72,7 +72,7 @@ STUDIES = {s.name: s for s in (
     Study("multi30k_translation", data=Data(
         "MULTI30K_BPE_DIR", "data/multi30k-bpe", "train.de",
         "Multi30k prepared by `bench data prepare multi30k` ({train,valid,test}.{de,en} and code)",
-        prepare=("MULTI30K_DIR", "multi30k"))),
+        prepare=("MULTI30K_DIR", "multi30k", ("--merges", "2000")))),  # as conf/experiment/multi30k_translation
     Study("ptb_lm", data=Data("PTB_DIR", "data/ptb", "ptb.train.txt",
                               "Mikolov's Penn Treebank: ptb.{train,valid,test}.txt")),
 )}
@@ -88,14 +88,13 @@ def ensure_data(study: Study) -> dict[str, str]:
     if (folder / data.needs).exists():
         return {data.env: str(folder)}
     if data.prepare:
-        raw_env, preparer = data.prepare
+        raw_env, preparer, options = data.prepare
         raw = os.environ.get(raw_env)
         if raw and Path(raw).is_dir():
-            argv = [sys.executable, "-m", "bench", "data", "prepare", preparer, raw, str(folder)]
+            argv = [sys.executable, "-m", "bench", "data", "prepare", preparer, raw, str(folder), *options]
             print(f"study {study.name}: preparing {folder} from {raw}", file=sys.stderr)
             if subprocess.run(argv, check=False).returncode != 0:
-                raise UsageError(f"study {study.name}: `bench data prepare {preparer} {raw} {folder}` failed; see "
-                                 "its error above")
+                raise UsageError(f"study {study.name}: `{shlex.join(argv[2:])}` failed; see its error above")
             return {data.env: str(folder), raw_env: raw}
         raise UsageError(f"study {study.name}: {folder / data.needs} not found; set {data.env} to a folder with "
                          f"{data.expected}, or {raw_env} to the raw release to prepare it into {folder} "
