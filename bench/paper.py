@@ -299,7 +299,7 @@ def pinn(runs: pd.DataFrame, reference: pd.DataFrame) -> pd.DataFrame:
                      "source": "ours"})
     rows += [{"task": r.task, "optimizer": r.optimizer, "n": r.n_runs, "median": r.mean, "lo": math.nan,
               "hi": math.nan, "wall_s": math.nan, "diverged": math.nan, "failed": math.nan, "source": r.source,
-              "conditions": pinn_conditions(getattr(r, "config", ""))}
+              "conditions": pinn_conditions(r.config)}
              for r in reference.itertuples()]
     columns = ["task", "optimizer", "n", "median", "lo", "hi", "wall_s", "diverged", "failed", "source", "conditions"]
     return pd.DataFrame(rows, columns=columns).sort_values(["task", "source", "optimizer"], kind="stable")

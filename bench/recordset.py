@@ -90,6 +90,7 @@ def _run_row(rec: dict[str, Any], path: Path) -> dict[str, Any]:
         # a run on one of its study's declared tuning seeds chose a hyperparameter (bench/tuning.py)
         "tuning": int(rec["seed"]) in set(config.get("tuning_seeds") or ()),
         "path": str(path),
+        "started_at": str(rec.get("started_at") or ""),
         "finished_at": str(rec.get("finished_at") or ""),
     }
 

@@ -24,6 +24,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 
+import pandas as pd
 from PIL import Image
 
 from bench import plots, report
@@ -87,6 +88,7 @@ def ensure_data(study: Study) -> dict[str, str]:
     folder = data.folder()
     if (folder / data.needs).exists():
         return {data.env: str(folder)}
+    missing = f"study {study.name}: {folder / data.needs} not found; set {data.env} to a folder with {data.expected}"
     if data.prepare:
         raw_env, preparer, options = data.prepare
         raw = os.environ.get(raw_env)
@@ -96,11 +98,8 @@ def ensure_data(study: Study) -> dict[str, str]:
             if subprocess.run(argv, check=False).returncode != 0:
                 raise UsageError(f"study {study.name}: `{shlex.join(argv[2:])}` failed; see its error above")
             return {data.env: str(folder), raw_env: raw}
-        raise UsageError(f"study {study.name}: {folder / data.needs} not found; set {data.env} to a folder with "
-                         f"{data.expected}, or {raw_env} to the raw release to prepare it into {folder} "
-                         f"(or leave the study out: bench studies run NAME ...)")
-    raise UsageError(f"study {study.name}: {folder / data.needs} not found; set {data.env} to a folder with "
-                     f"{data.expected} (or leave the study out: bench studies run NAME ...)")
+        missing += f", or {raw_env} to the raw release to prepare it into {folder}"
+    raise UsageError(f"{missing} (or leave the study out: bench studies run NAME ...)")
 
 
 def study_argv(name: str, runs: str, jobs: int) -> list[str]:
@@ -113,19 +112,16 @@ def _git(*args: str) -> str:
     return done.stdout.strip()
 
 
-def _span_s(study_dir: Path) -> tuple[float, int]:
+def _span_s(runs: pd.DataFrame) -> tuple[float, int]:
     """Seconds from the first run's start to the last run's end, and the number of completed runs: the study's
-    wall time even when some runs were already done before this invocation (they are skipped, not rerun)."""
-    starts, ends = [], []
-    for path in study_dir.glob("*/record.json"):
-        record = json.loads(path.read_text())
-        if record.get("status") == "completed" and record.get("started_at") and record.get("finished_at"):
-            starts.append(record["started_at"])
-            ends.append(record["finished_at"])
-    if not starts:
+    wall time even when some runs were already done before this invocation (they are skipped, not rerun). One row
+    per record file: a companion row (bench.recordset.COMPANIONS) is the same run seen by another task."""
+    done = runs.drop_duplicates("path")
+    done = done[(done["status"] == "completed") & (done["started_at"] != "") & (done["finished_at"] != "")]
+    if done.empty:
         return 0.0, 0
-    span = datetime.fromisoformat(max(ends)) - datetime.fromisoformat(min(starts))
-    return span.total_seconds(), len(starts)
+    span = datetime.fromisoformat(done["finished_at"].max()) - datetime.fromisoformat(done["started_at"].min())
+    return span.total_seconds(), len(done)
 
 
 def _shrink_png(path: Path) -> None:
@@ -155,7 +151,7 @@ def write_results(study: Study, study_dir: Path, out: Path, command: str, wall_s
     for reason in skipped:
         print(f"skipped: {reason}", file=sys.stderr)
     (out / "command.txt").write_text(command + "\n")
-    span_s, completed = _span_s(study_dir)
+    span_s, completed = _span_s(rs.runs)
     meta = {
         "study": study.name,
         "commit": _git("rev-parse", "HEAD"),
